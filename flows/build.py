@@ -1,0 +1,59 @@
+"""The Prefect build flow: plan shards → one task per shard → finalise the release.
+
+The stages are the plain functions of ``advbench.pipeline``; this module only adds
+orchestration (a task per shard, retries, logging in the Prefect UI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from advbench.config import BuildConfig
+from advbench.pipeline import BuildPlan, ShardResult, ShardSpec, plan_build, process_shard
+from advbench.release.assemble import ReleaseSummary, finalize_release
+
+
+@task(name="plan-shards", cache_policy=NO_CACHE)
+def plan_task(config: BuildConfig, overwrite: bool) -> BuildPlan:
+    plan = plan_build(config, overwrite=overwrite)
+    get_run_logger().info("%d inputs in %d shards", plan.inputs, len(plan.shards))
+    return plan
+
+
+@task(
+    name="process-shard",
+    task_run_name="shard {spec.split}-{spec.index}",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=2,
+)
+def shard_task(config: BuildConfig, spec: ShardSpec, staging_dir: Path) -> ShardResult:
+    return process_shard(config, spec, staging_dir)
+
+
+@task(name="finalise-release", cache_policy=NO_CACHE)
+def finalize_task(
+    config: BuildConfig, plan: BuildPlan, results: list[ShardResult]
+) -> ReleaseSummary:
+    return finalize_release(config, plan, results)
+
+
+@flow(name="advbench-build", validate_parameters=False)
+def build_flow(
+    config: BuildConfig,
+    overwrite: bool = False,
+    on_shard: Callable[[ShardResult], None] | None = None,
+) -> ReleaseSummary:
+    """Build one release. ``on_shard`` is called as each shard finishes (progress display)."""
+    plan = plan_task(config, overwrite)
+    futures = [shard_task.submit(config, spec, plan.staging_dir) for spec in plan.shards]
+    results = []
+    for future in futures:
+        results.append(future.result())
+        if on_shard is not None:
+            on_shard(results[-1])
+    return finalize_task(config, plan, results)

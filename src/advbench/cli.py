@@ -1,0 +1,208 @@
+"""The ``advbench`` command line. Heavy libraries are imported inside the commands that use
+them, so ``advbench --help`` and ``advbench concepts`` start quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="advbench",
+    help="Build versioned adversarial medical-imaging benchmark datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    _console().print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def build(
+    config: Annotated[Path, typer.Argument(help="Build config (YAML).")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing release version.")] = False,
+    prefect: Annotated[
+        bool, typer.Option(help="Run through the Prefect flow (off: plain in-process run).")
+    ] = True,
+) -> None:
+    """Build a release from a config: ingest, concepts, Parquet shards, card, manifest."""
+    from advbench.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
+    summary = _run_build(cfg, overwrite=overwrite, prefect=prefect)
+    _print_summary(summary)
+
+
+def _run_build(cfg, *, overwrite: bool, prefect: bool):
+    """Build with a progress bar; turn expected failures into a clear message and exit 1."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from advbench.pipeline import BuildError
+    from advbench.sources.base import SourceError
+
+    console = _console()
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=True,
+    ) as progress:
+        bar = progress.add_task(f"building {cfg.name} {cfg.version} (shards)", total=None)
+
+        def on_shard(result) -> None:
+            progress.advance(bar)
+
+        def total(n: int) -> None:
+            progress.update(bar, total=n)
+
+        try:
+            if prefect:
+                from advbench.orchestration import run_build
+
+                summary = run_build(cfg, overwrite=overwrite, on_shard=on_shard)
+            else:
+                import time
+
+                from advbench.pipeline import build_release
+
+                t0 = time.perf_counter()
+                summary = build_release(cfg, overwrite=overwrite, on_shard=on_shard)
+                summary.seconds = time.perf_counter() - t0
+        except (BuildError, SourceError) as exc:
+            progress.stop()
+            _fail(str(exc))
+    return summary
+
+
+def _print_summary(summary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    c = summary.counts
+    out.print(f"[bold green]release[/] {summary.path}")
+    out.print(
+        f"inputs {c['inputs']}: accepted {c['accepted']}, rejected {c['rejected']}, "
+        f"failed {c['failed']}  ({summary.seconds:.1f} s)"
+    )
+    if summary.reasons:
+        t = Table("status", "stage", "reason", "count", title="not accepted")
+        for r in summary.reasons:
+            t.add_row(r["status"], r["stage"], str(r["reason"]), str(r["count"]))
+        out.print(t)
+    t = Table("split", "rows", title="clean")
+    for split, n in summary.splits.items():
+        t.add_row(split, str(n))
+    out.print(t)
+    t = Table("class", "studies (positive)", title="studies per class")
+    for cls, n in summary.class_counts.items():
+        t.add_row(cls, str(n))
+    out.print(t)
+    states = ("positive", "uncertain", "negative", "absent")
+    t = Table("concept", *states, title="concept states")
+    for concept, counts in summary.concept_states.items():
+        t.add_row(concept, *(str(counts.get(s, 0)) for s in states))
+    out.print(t)
+    if summary.credentialed:
+        out.print("[yellow]credentialed source data: share this release only in a private or "
+                  "gated place[/]")
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the demo release (default: the cache).")
+    ] = None,
+    studies: Annotated[int, typer.Option(min=1, help="Phantom studies to make.")] = 200,
+    prefect: Annotated[bool, typer.Option(help="Run through the Prefect flow.")] = True,
+) -> None:
+    """Make a phantom MIMIC-CXR-JPG folder and build the demo release from it."""
+    from advbench.demo import demo_config, ensure_phantoms
+    from advbench.paths import cache_dir
+
+    console = _console()
+    root = out if out is not None else cache_dir() / "demo"
+    if out is None:
+        console.print(f"writing under the cache folder {root} (use --out DIR to choose)")
+    phantoms = ensure_phantoms(root / "phantoms", studies, console=console)
+    cfg = demo_config(phantoms, root / "releases")
+    summary = _run_build(cfg, overwrite=True, prefect=prefect)
+    _print_summary(summary)
+    print(f"load it: datasets.load_dataset({str(summary.path)!r}, 'clean', split='train')")
+
+
+@app.command()
+def phantoms(
+    out: Annotated[Path, typer.Option(help="Folder to write (MIMIC-CXR-JPG layout).")],
+    studies: Annotated[int, typer.Option(min=1, help="Number of studies.")] = 200,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    size: Annotated[int, typer.Option(min=64, max=4096, help="Image side in pixels.")] = 512,
+    reports: Annotated[str, typer.Option(help="Reports as 'txt' files or one 'zip'.")] = "zip",
+    lateral: Annotated[bool, typer.Option(help="Also write a lateral image per study.")] = True,
+    gzip_csv: Annotated[bool, typer.Option(help="Write .csv.gz (off: plain .csv).")] = True,
+) -> None:
+    """Write synthetic chest X-ray phantoms in the exact MIMIC-CXR-JPG layout."""
+    from advbench.demo import write_phantoms
+
+    if reports not in ("txt", "zip"):
+        _fail(f"--reports must be 'txt' or 'zip', not {reports!r}", code=2)
+    summary = write_phantoms(out, studies, seed=seed, size=size, reports=reports,
+                             lateral=lateral, compress_csv=gzip_csv, console=_console())
+    print(f"wrote {summary.studies} studies ({summary.images} images) to {summary.root}")
+
+
+@app.command()
+def concepts(
+    input: Annotated[
+        Path, typer.Argument(help="JSONL of {id, text}, a .txt report, or a reports folder/zip.")
+    ],
+    out: Annotated[Path | None, typer.Option(help="Output JSONL (default: stdout).")] = None,
+) -> None:
+    """Extract the 17 clinical concepts from reports: one JSON line per report."""
+    from advbench.concepts.extract import ConceptExtractor
+    from advbench.concepts.inputs import ReportInputError, iter_report_inputs
+
+    extractor = ConceptExtractor()
+    sink = open(out, "w", encoding="utf-8") if out else sys.stdout
+    n = 0
+    try:
+        for report_id, text in iter_report_inputs(input):
+            sink.write(json.dumps(extractor.extract(text).to_dict(report_id)) + "\n")
+            n += 1
+    except ReportInputError as exc:
+        _fail(str(exc), code=2)
+    finally:
+        if out:
+            sink.close()
+    if out:
+        _console().print(f"{n} reports → {out}")
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="Folder for the JSON Schema files.")] = Path("schemas"),
+) -> None:
+    """Write the JSON Schemas (build config, concepts output) into a folder."""
+    from advbench.schemas import write_schemas
+
+    for path in write_schemas(out):
+        print(path)
+
+
+if __name__ == "__main__":
+    app()

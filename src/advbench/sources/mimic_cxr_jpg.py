@@ -1,0 +1,234 @@
+"""MIMIC-CXR-JPG with its reports, read from the layout PhysioNet distributes.
+
+Inputs are the rows of the metadata CSV (one per image). Selection (views, splits, one image
+per study, limit) turns some away with a reason; loading turns away missing or corrupt images
+and missing or empty reports. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from pydantic import Field, field_validator
+
+from advbench.records import InputRejected, Outcome, Study, StudyRef
+from advbench.sources.base import (
+    CHEXPERT_COLUMNS,
+    PHANTOM_MARKER,
+    SOURCES,
+    SYNTHETIC_LICENSE,
+    Source,
+    SourceConfig,
+    SourceError,
+    SourceLicense,
+    SourcePlan,
+    check_image,
+)
+from advbench.sources.reports import ReportStore, ReportStoreError
+
+MIMIC_LICENSE = SourceLicense(
+    name="PhysioNet Credentialed Health Data License 1.5.0",
+    credentialed=True,
+    url="https://physionet.org/content/mimic-cxr-jpg/",
+)
+_SPLIT_NAMES = {"train": "train", "validate": "validation", "validation": "validation",
+                "test": "test"}
+_REPORT_LOCATIONS = ("mimic-cxr-reports.zip", "mimic-cxr-reports", "reports", "files")
+
+
+class MimicCxrJpgConfig(SourceConfig):
+    kind: Literal["mimic-cxr-jpg"] = "mimic-cxr-jpg"
+    root: Path = Field(description="MIMIC-CXR-JPG root: holds files/ and the CSV files.")
+    reports: Path | None = Field(
+        default=None,
+        description="Reports folder or mimic-cxr-reports.zip; default: looked for in root.",
+    )
+    views: list[str] = Field(default=["PA"], description="ViewPosition values to keep.")
+    splits: list[str] | None = Field(
+        default=None, description="Splits to keep (train, validate, test); default: all."
+    )
+    one_image_per_study: bool = Field(default=True, description="Keep one image per study.")
+    limit: int | None = Field(default=None, gt=0, description="Keep at most this many images.")
+
+    @field_validator("splits")
+    @classmethod
+    def _known_splits(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in _SPLIT_NAMES:
+                raise ValueError(f"unknown split {name!r}; use train, validate or test")
+        return value
+
+    @field_validator("views")
+    @classmethod
+    def _upper_views(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one view is needed, e.g. [PA]")
+        return [v.strip().upper() for v in value]
+
+
+def read_csv(root: Path, stem: str) -> pd.DataFrame:
+    """Read ``<stem>.csv.gz`` or ``<stem>.csv``; ids stay strings, as written."""
+    for name in (f"{stem}.csv.gz", f"{stem}.csv"):
+        path = root / name
+        if path.exists():
+            try:
+                return pd.read_csv(path, dtype=str, keep_default_na=False)
+            except Exception as exc:  # pandas raises many kinds for a bad file
+                raise SourceError(f"cannot read {path}: {exc}") from exc
+    raise SourceError(f"missing {stem}.csv.gz (or .csv) in {root}")
+
+
+def _chexpert_value(text: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value in (1.0, 0.0, -1.0) else None
+
+
+@SOURCES.register("mimic-cxr-jpg")
+class MimicCxrJpg(Source):
+    kind = "mimic-cxr-jpg"
+    Config = MimicCxrJpgConfig
+    config: MimicCxrJpgConfig
+
+    def license_info(self) -> SourceLicense:
+        if (self.root / PHANTOM_MARKER).is_file():
+            return SYNTHETIC_LICENSE
+        return MIMIC_LICENSE
+
+    @property
+    def root(self) -> Path:
+        return self.resolve(self.config.root)
+
+    def reports_path(self) -> Path:
+        if self.config.reports is not None:
+            return self.resolve(self.config.reports)
+        for name in _REPORT_LOCATIONS:
+            if (self.root / name).exists():
+                return self.root / name
+        raise SourceError(f"no reports found in {self.root}; set `reports:` to a folder or zip")
+
+    def plan(self) -> SourcePlan:
+        root = self.root
+        if not root.is_dir():
+            raise SourceError(f"MIMIC-CXR-JPG root is not a folder: {root}")
+        meta = read_csv(root, "mimic-cxr-2.0.0-metadata")
+        split = read_csv(root, "mimic-cxr-2.0.0-split")
+        chexpert = read_csv(root, "mimic-cxr-2.0.0-chexpert")
+        for frame, name, cols in (
+            (meta, "metadata", ("dicom_id", "subject_id", "study_id", "ViewPosition")),
+            (split, "split", ("dicom_id", "split")),
+            (chexpert, "chexpert", ("subject_id", "study_id")),
+        ):
+            missing = [c for c in cols if c not in frame.columns]
+            if missing:
+                raise SourceError(f"{name} CSV in {root} lacks columns: {', '.join(missing)}")
+
+        split_of = dict(zip(split["dicom_id"], split["split"], strict=True))
+        labels_of = {
+            row["study_id"]: {c: _chexpert_value(row.get(c, "")) for c in CHEXPERT_COLUMNS}
+            for row in chexpert.to_dict("records")
+        }
+        views = self.config.views
+        wanted_splits = {_SPLIT_NAMES[s] for s in self.config.splits or _SPLIT_NAMES}
+        view_rank = {v: i for i, v in enumerate(views)}
+
+        plan = SourcePlan()
+        chosen_study: set[str] = set()
+        rows = meta.to_dict("records")
+        rows.sort(key=lambda r: (r["subject_id"], r["study_id"],
+                                 view_rank.get(r["ViewPosition"].upper(), len(views)),
+                                 r["dicom_id"]))
+
+        def turn_away(row: dict, reason: str, message: str) -> None:
+            plan.rejected.append(Outcome(row["dicom_id"], "rejected", "select", reason, message,
+                                         self.index))
+
+        for row in rows:
+            dicom, view = row["dicom_id"], row["ViewPosition"].strip().upper()
+            raw_split = split_of.get(dicom)
+            if view not in view_rank:
+                turn_away(row, "view_not_selected", f"view {view or '(empty)'!r} not in {views}")
+            elif raw_split is None or raw_split not in _SPLIT_NAMES:
+                turn_away(row, "no_split", f"image {dicom} has no split in the split CSV")
+            elif _SPLIT_NAMES[raw_split] not in wanted_splits:
+                turn_away(row, "split_not_selected", f"split {raw_split!r} not selected")
+            elif self.config.one_image_per_study and row["study_id"] in chosen_study:
+                turn_away(row, "extra_image_of_study",
+                          f"study s{row['study_id']} already has an image")
+            elif self.config.limit is not None and len(plan.refs) >= self.config.limit:
+                turn_away(row, "beyond_limit", f"limit of {self.config.limit} images reached")
+            else:
+                chosen_study.add(row["study_id"])
+                plan.refs.append(StudyRef(
+                    id=dicom,
+                    split=_SPLIT_NAMES[raw_split],
+                    source_index=self.index,
+                    fields={
+                        "subject_id": row["subject_id"],
+                        "study_id": row["study_id"],
+                        "view_position": view,
+                        "chexpert": labels_of.get(row["study_id"], {}),
+                    },
+                ))
+        return plan
+
+    def image_path(self, ref: StudyRef) -> Path:
+        subject = ref.fields["subject_id"]
+        return (self.root / "files" / f"p{subject[:2]}" / f"p{subject}"
+                / f"s{ref.fields['study_id']}" / f"{ref.id}.jpg")
+
+    def _reports(self) -> ReportStore:
+        if not hasattr(self, "_store"):
+            try:
+                self._store = ReportStore(self.reports_path())
+            except ReportStoreError as exc:
+                raise SourceError(str(exc)) from exc
+        return self._store
+
+    def load(self, ref: StudyRef) -> Study:
+        path = self.image_path(ref)
+        if not path.is_file():
+            raise InputRejected("missing_image", f"image file not found: {path}")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputRejected("unreadable_image", f"cannot read {path}: {exc}") from None
+        width, height = check_image(data, str(path))
+
+        store = self._reports()
+        study = ref.fields["study_id"]
+        if study not in store:
+            raise InputRejected("missing_report", f"no report for study s{study} in {store.path}")
+        report = store.read(study)
+        if not report.strip():
+            raise InputRejected("empty_report", f"report is empty: {store.location(study)}")
+
+        scene_file = path.with_suffix(".json")  # phantom layouts keep the scene beside the image
+        scene = None
+        if scene_file.is_file():
+            scene = json.loads(scene_file.read_text("utf-8"))
+        return Study(
+            id=ref.id,
+            source=self.kind,
+            split=ref.split,
+            subject_id=ref.fields["subject_id"],
+            study_id=study,
+            image_id=ref.id,
+            view_position=ref.fields["view_position"],
+            image_bytes=data,
+            image_path=str(path.relative_to(self.root)),
+            width=width,
+            height=height,
+            report=report,
+            report_path=store.location(study, relative=True),
+            chexpert=ref.fields["chexpert"],
+            scene=scene,
+        )
