@@ -24,7 +24,6 @@ $(STAMP): pyproject.toml constraints.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check src flows tests bench
-	$(BIN)/ruff format --check src flows tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/concepts.py

@@ -27,7 +27,9 @@ def _console():
 
 
 def _fail(message: str, code: int = 1) -> None:
-    _console().print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    _console().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

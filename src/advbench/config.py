@@ -13,7 +13,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-import advbench.sources  # noqa: F401  (registers the built-in sources)
+from advbench.sources import mimic_cxr_jpg, phantom_cxr  # noqa: F401  (registers them)
 from advbench.sources.base import SOURCES
 
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"

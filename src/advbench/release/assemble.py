@@ -53,15 +53,43 @@ def _content_counts(data_dir: Path) -> tuple[dict[str, int], dict[str, dict[str,
     if not files:
         return {c: 0 for c in CLASSES}, {c: {} for c in CONCEPTS}
     con = duckdb.connect()
-    rel = con.read_parquet(files)
-    labels = ", ".join(f"count(*) FILTER (label_{c} = 'positive')" for c in CLASSES)
-    class_counts = dict(zip(CLASSES, rel.aggregate(labels).fetchone(), strict=True))
+    source = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "])"
+    labels = ", ".join(f"count(*) FILTER (WHERE label_{c} = 'positive')" for c in CLASSES)
+    (counts,) = con.sql(f"SELECT {labels} FROM {source}").fetchall()
+    class_counts = dict(zip(CLASSES, counts, strict=True))
     states: dict[str, dict[str, int]] = {}
     for c in CONCEPTS:
-        pairs = rel.aggregate(f"concept_{c} AS s, count(*) AS n", f"concept_{c}").fetchall()
+        pairs = con.sql(f"SELECT concept_{c}, count(*) FROM {source} GROUP BY 1").fetchall()
         states[c] = {s: n for s, n in sorted(pairs)}
     con.close()
     return class_counts, states
+
+
+def _compact_shards(staging: Path, results: list[ShardResult]) -> list[ShardResult]:
+    """Drop shards left empty by rejections and renumber the rest ``-NNNNN-of-NNNNN``.
+
+    Readers (``datasets`` among them) refuse zero-row Parquet files. Renaming keeps content
+    and sha256.
+    """
+    from dataclasses import replace
+
+    from advbench.release.shards import shard_name
+
+    kept: list[ShardResult] = []
+    groups: dict[tuple[str, str], list[ShardResult]] = {}
+    for r in sorted(results, key=lambda r: r.spec_path):
+        groups.setdefault((str(Path(r.spec_path).parent), r.split), []).append(r)
+    for (folder, split), group in groups.items():
+        for r in group:
+            if r.rows == 0:
+                (staging / r.spec_path).unlink()
+        full = [r for r in group if r.rows > 0]
+        for i, r in enumerate(full):
+            new = f"{folder}/{shard_name(split, i, len(full))}"
+            if new != r.spec_path:
+                os.replace(staging / r.spec_path, staging / new)
+            kept.append(replace(r, spec_path=new))
+    return kept
 
 
 def finalize_release(
@@ -98,6 +126,7 @@ def finalize_release(
             f"every input and its reason is listed in {staging / 'rejections.jsonl'}"
         )
 
+    results = _compact_shards(staging, results)
     splits = {s: 0 for s in SPLITS}
     split_bytes = {s: 0 for s in SPLITS}
     for r in results:

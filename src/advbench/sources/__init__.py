@@ -1,6 +1,5 @@
-"""Input sources, registered by kind. Importing this package registers the built-in ones."""
+"""Input sources, registered by kind in ``advbench.sources.base.SOURCES``.
 
-from advbench.sources import mimic_cxr_jpg  # noqa: F401
-from advbench.sources.base import SOURCES, Source, SourceConfig, SourceError
-
-__all__ = ["SOURCES", "Source", "SourceConfig", "SourceError"]
+The built-in sources register when imported; ``advbench.config`` imports them. This package
+itself stays light so that ``advbench.sources.reports`` can be used without pandas.
+"""

@@ -131,6 +131,7 @@ class MimicCxrJpg(Source):
             if missing:
                 raise SourceError(f"{name} CSV in {root} lacks columns: {', '.join(missing)}")
 
+        self._reports()  # an unusable reports folder or zip stops the build here, not per study
         split_of = dict(zip(split["dicom_id"], split["split"], strict=True))
         labels_of = {
             row["study_id"]: {c: _chexpert_value(row.get(c, "")) for c in CHEXPERT_COLUMNS}

@@ -49,6 +49,10 @@ class ReportStore:
                 study = f"s{m.group(2)}"
                 self._index[study] = name
                 self._subjects[study] = f"p{m.group(1)}"
+        if not self._index:
+            raise ReportStoreError(
+                f"no reports (files/pNN/p<subject>/s<study>.txt) found in {self.path}"
+            )
 
     def __len__(self) -> int:
         return len(self._index)

@@ -1,0 +1,105 @@
+"""Synthetic chest radiograph phantoms, generated in memory (no folder needed).
+
+The same studies as ``advbench phantoms`` writes to disk for a given seed: a study is a pure
+function of (index, seed), so any shard task can make its own studies.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from advbench.records import Outcome, Study, StudyRef
+from advbench.sources.base import (
+    SOURCES,
+    SYNTHETIC_LICENSE,
+    Source,
+    SourceConfig,
+    SourceLicense,
+    SourcePlan,
+    check_image,
+)
+
+_SPLIT_NAMES = {"train": "train", "validate": "validation", "validation": "validation",
+                "test": "test"}
+
+
+class PhantomCxrConfig(SourceConfig):
+    kind: Literal["phantom-cxr"] = "phantom-cxr"
+    studies: int = Field(gt=0, le=1_000_000, description="Number of phantom studies.")
+    seed: int | None = Field(
+        default=None, ge=0, description="Phantom seed; default: the build's seed."
+    )
+    size: int = Field(default=512, ge=64, le=4096, description="Image side in pixels.")
+    splits: list[str] | None = Field(
+        default=None, description="Splits to keep (train, validate, test); default: all."
+    )
+    jpeg_quality: int = Field(default=95, ge=50, le=100, description="JPEG quality of images.")
+
+    @field_validator("splits")
+    @classmethod
+    def _known_splits(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in _SPLIT_NAMES:
+                raise ValueError(f"unknown split {name!r}; use train, validate or test")
+        return value
+
+
+@SOURCES.register("phantom-cxr")
+class PhantomCxr(Source):
+    kind = "phantom-cxr"
+    Config = PhantomCxrConfig
+    config: PhantomCxrConfig
+
+    @property
+    def phantom_seed(self) -> int:
+        return self.seed if self.config.seed is None else self.config.seed
+
+    def license_info(self) -> SourceLicense:
+        return SYNTHETIC_LICENSE
+
+    def plan(self) -> SourcePlan:
+        from advbench.phantoms import study_ids, study_split
+
+        wanted = {_SPLIT_NAMES[s] for s in self.config.splits or _SPLIT_NAMES}
+        plan = SourcePlan()
+        for index in range(self.config.studies):
+            split = _SPLIT_NAMES[study_split(index, seed=self.phantom_seed)]
+            ids = study_ids(index, seed=self.phantom_seed)
+            ref = StudyRef(id=ids["dicom_id"], split=split, source_index=self.index,
+                           fields={"index": index})
+            if split in wanted:
+                plan.refs.append(ref)
+            else:
+                plan.rejected.append(Outcome(ref.id, "rejected", "select", "split_not_selected",
+                                             f"split {split!r} not selected", self.index))
+        return plan
+
+    def load(self, ref: StudyRef) -> Study:
+        from advbench.phantoms import generate_study
+
+        index = ref.fields["index"]
+        made = generate_study(index, seed=self.phantom_seed, size=self.config.size)
+        data = made.jpeg_bytes(quality=self.config.jpeg_quality)
+        width, height = check_image(data, ref.id)
+        subject, study = made.subject_id, made.study_id
+        scene = made.scene.to_dict()
+        scene["report_concepts"] = dict(made.report.concepts)
+        return Study(
+            id=ref.id,
+            source=self.kind,
+            split=ref.split,
+            subject_id=subject,
+            study_id=study,
+            image_id=made.dicom_id,
+            view_position=made.view_position,
+            image_bytes=data,
+            image_path=f"files/p{subject[:2]}/p{subject}/s{study}/{made.dicom_id}.jpg",
+            width=width,
+            height=height,
+            report=made.report.text,
+            report_path=f"files/p{subject[:2]}/p{subject}/s{study}.txt",
+            chexpert=made.chexpert,
+            scene=scene,
+        )
