@@ -14,7 +14,9 @@ def test_flow_builds_release_with_one_task_per_shard(prefect_harness, mimic_root
 
     cfg = load_config(write_config(tmp_path / "build.yaml", mimic_root, tmp_path / "out"))
     seen = []
-    summary = build_flow(cfg, on_shard=seen.append)
+    state = build_flow(cfg, on_shard=seen.append, return_state=True)
+    summary = state.result()
+    flow_run_id = state.state_details.flow_run_id
     check_release(cfg.release_dir(), summary)
     assert len(seen) == 5
 
@@ -23,7 +25,8 @@ def test_flow_builds_release_with_one_task_per_shard(prefect_harness, mimic_root
     async def shard_task_runs() -> list[str]:
         async with get_client() as client:
             runs = await client.read_task_runs()
-        return sorted(r.name for r in runs if r.name.startswith("shard "))
+        return sorted(r.name for r in runs
+                      if r.flow_run_id == flow_run_id and r.name.startswith("shard "))
 
     names = anyio.run(shard_task_runs)
     assert names == ["shard test-0", "shard test-1", "shard train-0", "shard train-1",

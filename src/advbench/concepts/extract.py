@@ -1,11 +1,9 @@
 """Rule-based extraction of the 17 clinical concepts, with states, from chest X-ray reports.
 
-Implements ``docs/concept-labelling.md``; every phrase and cue is data in ``lexicon.yaml``.
-Speed matters (a whole MIMIC-CXR corpus is re-extracted for every release and every
-adversarial report is checked with it), so all phrases, cues and sentence/clause ends are
-compiled into one regular expression shaped as a trie over their first word: one ``finditer``
-over the kept text yields the tokens in order, and the states are resolved per clause from
-that short token list.
+Implements docs/concept-labelling.md with every phrase and cue as data (lexicon.yaml). It must
+keep up with a whole MIMIC-CXR corpus per release, so the lexicon is compiled into one trie-
+shaped regular expression: one scan of the kept text yields the tokens, and states are resolved
+per clause from that short token list (with caches, as report text repeats a lot).
 """
 
 from __future__ import annotations
@@ -19,16 +17,22 @@ from typing import Any
 
 import yaml
 
-from advbench.concepts.sections import SectionSplitter
+from advbench.concepts.sections import Section, SectionSplitter
 from advbench.concepts.vocabulary import (
     CLASSES,
     CONCEPT_CLASS,
     CONCEPTS,
-    DISEASE_CONCEPTS,
     STATE_PRIORITY,
 )
 
-__all__ = ["ConceptExtractor", "ConceptResult", "Mention", "derive_labels", "extract"]
+__all__ = [
+    "ConceptExtractor",
+    "ConceptResult",
+    "LexiconError",
+    "Mention",
+    "derive_labels",
+    "extract",
+]
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class ConceptResult:
         }
 
 
+_STATE_OF_PRIORITY = {p: s for s, p in STATE_PRIORITY.items()}
 _PNEUMONIA_OTHERS = tuple(
     c for c in CONCEPTS if CONCEPT_CLASS[c] == "pneumonia" and c != "opacity"
 )
@@ -93,38 +98,66 @@ def derive_labels(concepts: dict[str, str]) -> dict[str, str]:
     positive or uncertain, and towards ``pleural_effusion`` otherwise; ``healthy`` is the state
     of ``unremarkable``.
     """
-    best = {c: 0 for c in CLASSES}
+    best = dict.fromkeys(CLASSES, 0)
     opacity_class = (
         "pneumonia"
         if any(concepts.get(c) in ("positive", "uncertain") for c in _PNEUMONIA_OTHERS)
         else "pleural_effusion"
     )
     for concept in CONCEPTS:
-        state = concepts.get(concept, "absent")
-        cls = CONCEPT_CLASS[concept]
-        if concept == "opacity":
-            cls = opacity_class
-        p = STATE_PRIORITY[state]
+        cls = opacity_class if concept == "opacity" else CONCEPT_CLASS[concept]
+        p = STATE_PRIORITY[concepts.get(concept, "absent")]
         if p > best[cls]:
             best[cls] = p
     return {c: _STATE_OF_PRIORITY[best[c]] for c in CLASSES}
 
 
-_STATE_OF_PRIORITY = {p: s for s, p in STATE_PRIORITY.items()}
+_ALL_ABSENT = dict.fromkeys(CONCEPTS, "absent")
+_ALL_ABSENT_LABELS = dict.fromkeys(CLASSES, "absent")
+
+
+def _labels(best: dict[str, int]) -> dict[str, str]:
+    """``derive_labels`` on the priorities of the mentioned concepts (fast path of extract)."""
+    label = dict.fromkeys(CLASSES, 0)
+    cls_of = CONCEPT_CLASS
+    for concept, p in best.items():
+        if concept == "opacity":
+            cls = (
+                "pneumonia"
+                if any(best.get(c, 0) >= 2 for c in _PNEUMONIA_OTHERS)
+                else "pleural_effusion"
+            )
+        else:
+            cls = cls_of[concept]
+        if p > label[cls]:
+            label[cls] = p
+    names = _STATE_OF_PRIORITY
+    return {c: names[p] for c, p in label.items()}
+
 
 # ---------------------------------------------------------------------------------------
 # Lexicon compilation
 # ---------------------------------------------------------------------------------------
 
-# token kinds
+# token kinds (the first three take part in a clause)
 _MENTION, _BLOCK, _CUE, _CLAUSE, _SENT, _IGNORE = range(6)
-# cue directions
-_PRE, _POST, _BOTH, _RESET = range(4)
+# cue directions: forward, backward, both, backward when no finding follows, scope reset
+_PRE, _POST, _BOTH, _PRED, _RESET = range(5)
+
+# The scanned text is the lower-cased report with these characters turned into spaces, so that
+# every word is preceded by a space (the literal first character of the word branch).
+_SEPARATORS = "\n\r\t\f()[]{}\"/*<>=+&|`~^"
+_SCAN_TABLE = str.maketrans(dict.fromkeys(_SEPARATORS, " "))
+_BREAK = "\x0b"  # marks a paragraph break in the scanned text
+_SENT_TAIL = "{(?:[ \x0b]*\x0b)?}"  # a sentence end takes the paragraph breaks after it
 
 _SP = r"[\s-]+"  # a space in a phrase: whitespace (line wraps) or a hyphen
 _HY = r"[\s-]*"  # a hyphen in a phrase: hyphen, space or nothing
 _WORD = r"[a-z0-9']+"
 _END = r"(?![a-z0-9])"
+_SPACE, _HYPHEN = "\x00sp", "\x00hy"  # trie symbols for a phrase's space and hyphen
+_SYMBOL_REGEX = {_SPACE: _SP, _HYPHEN: _HY}
+_EXPANSION_BUDGET = 48  # literal variants one phrase may expand into for the trie
 
 
 class LexiconError(ValueError):
@@ -139,7 +172,17 @@ class _Entry:
     state: str | None = None  # fixed state of a mention, or the state a cue gives
     direction: int = _PRE
     link: bool = False  # an uncertainty cue that keeps an earlier negation
+    negation_only: bool = False  # a scope reset that only ends a negation
     cue: _Entry | None = None  # a mention that also acts as a cue
+    # the state of a mention that no cue changes (normal statements, fixed phrases)
+    own: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.kind == _MENTION:
+            own = self.state
+            if own is None and self.concepts[:1] == ("unremarkable",):
+                own = "positive"
+            object.__setattr__(self, "own", own)
 
 
 def _parse(s: str, i: int = 0, stops: str = "") -> tuple[list, int]:
@@ -157,11 +200,9 @@ def _parse(s: str, i: int = 0, stops: str = "") -> tuple[list, int]:
                 alts.append(seq)
                 if i >= len(s):
                     raise LexiconError(f"unbalanced '(' in {s!r}")
-                if s[i] == "|":
-                    i += 1
-                    continue
                 i += 1
-                break
+                if s[i - 1] == ")":
+                    break
             opt = i < len(s) and s[i] == "?"
             i += opt
             items.append(("g", alts, opt))
@@ -176,21 +217,28 @@ def _parse(s: str, i: int = 0, stops: str = "") -> tuple[list, int]:
             items.append(("r", s[i + 1 : j - 1]))
             i = j
             continue
-        if c == "\\":
+        escaped = c == "\\"
+        if escaped:
             if i + 1 >= len(s):
                 raise LexiconError(f"trailing '\\' in {s!r}")
-            item: tuple = ("c", s[i + 1])
+            c = s[i + 1]
             i += 2
-        elif c == " ":
-            item, i = ("sp",), i + 1
-        elif c == "-":
-            item, i = ("hy",), i + 1
-        elif c == "*":
-            item, i = ("w",), i + 1
         elif c in "?|)":
             raise LexiconError(f"unexpected {c!r} at {i} in {s!r}")
         else:
-            item, i = ("c", c), i + 1
+            i += 1
+        if c in _SEPARATORS:
+            item: tuple = ("hy",)  # the scanned text has a space there: optional in a phrase
+        elif escaped:
+            item = ("c", c)
+        elif c == " ":
+            item = ("sp",)
+        elif c == "-":
+            item = ("hy",)
+        elif c == "*":
+            item = ("w",)
+        else:
+            item = ("c", c)
         if i < len(s) and s[i] == "?":
             item = ("g", [[item]], True)
             i += 1
@@ -212,8 +260,9 @@ def _regex(items: list) -> str:
             out.append(_WORD)
         elif t == "r":
             out.append(it[1])
-        else:
-            body = "|".join(_regex(a) for a in it[1])
+        else:  # longer alternatives first: the regex takes the first that matches
+            alts = sorted(it[1], key=lambda a: (-_minwidth(a), -len(_regex(a))))
+            body = "|".join(_regex(a) for a in alts)
             out.append(f"(?:{body})" + ("?" if it[2] else ""))
     return "".join(out)
 
@@ -229,56 +278,49 @@ def _minwidth(items: list) -> int:
     return n
 
 
-_SPACE, _HYPHEN = "\x00sp", "\x00hy"  # trie symbols for a phrase's space and hyphen
-_SYMBOL_REGEX = {_SPACE: _SP, _HYPHEN: _HY}
-_EXPANSION_BUDGET = 48  # literal variants a phrase may expand into for the trie
-
-
 def _expand(items: list) -> list[tuple[tuple[str, ...], list]]:
     """Split a phrase into (literal leading symbols, rest) pairs for the trie.
 
     Leading characters, spaces and hyphens become trie symbols; a group is expanded into its
     alternatives while the phrase stays within the budget of variants, so phrases that share
-    their first words share one path of the regex (the regex engine then rejects a wrong
-    branch on its first character instead of trying every phrase).
+    their first words share one path of the regex (the engine then rejects a wrong branch on
+    its first character instead of trying every phrase).
     """
     done: list[tuple[tuple[str, ...], list]] = []
     todo: list[tuple[tuple[str, ...], list]] = [((), items)]
     while todo:
         syms, its = todo.pop()
+        expanded = False
         while its:
             it = its[0]
             t = it[0]
             if t == "c":
                 syms += (it[1],)
+            elif t in ("sp", "hy") and not syms:
+                pass  # "(has|have)? not": the space after a left-out first word
             elif t == "sp":
-                if not syms:  # "(has|have)? not": the space after a left-out first word
-                    its = its[1:]
-                    continue
                 syms += (_SPACE,)
-            elif t == "hy" and syms:
+            elif t == "hy":
                 syms += (_HYPHEN,)
             elif t == "g" and len(done) + len(todo) + len(it[1]) + it[2] <= _EXPANSION_BUDGET:
                 for alt in reversed(it[1]):
                     todo.append((syms, alt + its[1:]))
                 if it[2]:
                     todo.append((syms, its[1:]))
-                syms = None
+                expanded = True
                 break
             else:
                 break
             its = its[1:]
-        if syms is None:
+        if expanded:
             continue
-        if not syms or syms[0] in (_SPACE, _HYPHEN):
+        if not syms:
             raise LexiconError("a phrase must start with a literal word or punctuation mark")
         done.append((syms, its))
     return done
 
 
 def _needs_end(items: list) -> bool:
-    if not items:
-        return True
     last = items[-1]
     if last[0] == "c":
         return last[1].isalnum()
@@ -294,65 +336,59 @@ class _Node:
 
 
 class _Compiled:
-    """The token regex and, per capturing group number, the entry it stands for.
-
-    Phrases form a trie of literal symbols; each path ends in the phrase's remaining regex
-    and an empty capturing group whose number identifies the entry (``Match.lastindex``).
-    """
+    """The scanning regex (no groups) and the marker regex (one empty group per phrase)."""
 
     def __init__(self, entries: list[_Entry]):
-        words, puncts = _Node(), _Node()
-        raws: list[tuple[str, int]] = []
+        root = _Node()
         seen: set[tuple[tuple[str, ...], str]] = set()
         for idx, entry in enumerate(entries):
             items, _ = _parse(entry.phrase)
             if not items:
                 raise LexiconError(f"empty phrase in lexicon ({entry})")
             end = _END if _needs_end(items) else ""
-            if items[0][0] == "r":
-                raws.append((_regex(items) + end, idx))
-                continue
             try:
                 variants = _expand(items)
             except LexiconError as exc:
                 raise LexiconError(f"{exc}: {entry.phrase!r}") from None
             for syms, rest in variants:
+                if syms[0] in (_SPACE, _HYPHEN):
+                    raise LexiconError(f"a phrase starts with a space: {entry.phrase!r}")
+                if syms[0].isalnum():
+                    syms = (" ", *syms)  # words are preceded by a space in the scanned text
                 rx = _regex(rest) + end
                 if (syms, rx) in seen:
                     continue  # an earlier entry has the same words: it wins
                 seen.add((syms, rx))
-                node = words if syms[0].isalnum() else puncts
+                node = root
                 for sym in syms:
                     node = node.children.setdefault(sym, _Node())
                 node.rests.append(((-_minwidth(rest), -len(rx)), rx, idx))
-        self.group_entry: list[int] = [-1]  # group number -> entry index
-        parts = []
-        if words.children:
-            parts.append(r"\b" + self._emit(words))
-        if puncts.children:
-            parts.append(self._emit(puncts))
-        for rx, idx in raws:
-            self.group_entry.append(idx)
-            parts.append(f"(?:{rx})()")
-        self.pattern = "|".join(parts)
-        self.regex = re.compile(self.pattern)
-        if self.regex.groups != len(self.group_entry) - 1:
+        if root.rests:
+            raise LexiconError("empty phrase in lexicon")
+        self.group_entry: list[int] = [-1]  # marker group number -> entry index
+        self.marked = self._emit(root, True, top=True)
+        self.plain = self._emit(root, False, top=True)
+        self.scan_regex = re.compile(self.plain)
+        self.marker_regex = re.compile(self.marked)
+        if self.marker_regex.groups != len(self.group_entry) - 1 or self.scan_regex.groups:
             raise LexiconError("a raw {regex} in the lexicon has a capturing group; use (?:...)")
 
-    def _emit(self, node: _Node) -> str:
+    def _emit(self, node: _Node, marked: bool, top: bool = False) -> str:
         # Longer phrases first: continuations of the path, then the phrases ending here.
         alts = []
         for sym in sorted(node.children, key=lambda c: (c in _SYMBOL_REGEX, c)):
-            child = node.children[sym]
-            lit = _SYMBOL_REGEX.get(sym) or re.escape(sym)
+            child, lit = node.children[sym], _SYMBOL_REGEX.get(sym) or re.escape(sym)
             while len(child.children) == 1 and not child.rests:
                 (sym2, child), = child.children.items()
                 lit += _SYMBOL_REGEX.get(sym2) or re.escape(sym2)
-            alts.append(lit + self._emit(child))
+            alts.append(lit + self._emit(child, marked))
         for _key, rx, idx in sorted(node.rests, key=lambda r: r[0]):
-            self.group_entry.append(idx)
-            alts.append(rx + "()")
-        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+            if marked:
+                self.group_entry.append(idx)
+            alts.append(rx + ("()" if marked else ""))
+        if top or len(alts) == 1:
+            return "|".join(alts)
+        return "(?:" + "|".join(alts) + ")"
 
 
 def _load_entries(lex: dict[str, Any]) -> list[_Entry]:
@@ -380,9 +416,7 @@ def _load_entries(lex: dict[str, Any]) -> list[_Entry]:
             state = p.get("state")
             if state is not None and state not in STATE_PRIORITY:
                 raise LexiconError(f"unknown state {state!r} in lexicon")
-            cue = None
-            if p.get("cue"):
-                cue = _cue_entry(p["p"], p["cue"])
+            cue = _cue_entry(p["p"], p["cue"]) if p.get("cue") else None
             entries.append(_Entry(_MENTION, p["p"], (concept, *also), state, cue=cue))
     for p in as_list(lex.get("other_findings")):
         entries.append(_Entry(_BLOCK, p))
@@ -390,25 +424,26 @@ def _load_entries(lex: dict[str, Any]) -> list[_Entry]:
         entries.append(_Entry(_IGNORE, p))
     cues = lex.get("cues") or {}
     links = set(as_list(cues.get("uncertainty_link")))
-    pre_post: dict[str, set[str]] = {}
+    kinds_of: dict[str, set[str]] = {}
     for kind, phrases in cues.items():
         for p in as_list(phrases):
-            pre_post.setdefault(p, set()).add(kind)
+            kinds_of.setdefault(p, set()).add(kind)
     for kind, phrases in cues.items():
         for p in as_list(phrases):
-            kinds = pre_post[p]
+            kinds = kinds_of[p]
             if kind == "uncertainty_link" and "uncertainty_pre" in kinds:
                 continue  # the _pre entry carries the link flag
-            if kind.endswith("_post") and kind.replace("_post", "_pre") in kinds:
+            if kind.endswith("_post") and kind[:-5] + "_pre" in kinds:
                 continue  # the _pre entry becomes a both-ways cue
-            if kind.endswith("_pre") and kind.replace("_pre", "_post") in kinds:
-                entries.append(_cue_entry(p, kind.replace("_pre", "_both"), p in links))
-            else:
-                entries.append(_cue_entry(p, kind, p in links))
+            if kind.endswith("_pre") and kind[:-4] + "_post" in kinds:
+                kind = kind[:-4] + "_both"
+            entries.append(_cue_entry(p, kind, p in links))
     for p in as_list(lex.get("terminators")):
         entries.append(_Entry(_CLAUSE, p))
     for p in as_list(lex.get("sentence_ends")):
-        entries.append(_Entry(_SENT, p))
+        # one token with the paragraph breaks right after it (not the spaces before a word)
+        entries.append(_Entry(_SENT, p + _SENT_TAIL))
+    entries.append(_Entry(_SENT, "\\" + _BREAK))
     return entries
 
 
@@ -418,12 +453,15 @@ _CUE_STATE = {
     "pseudo": "positive",
     "resolution": "negative",
 }
-_CUE_DIR = {"pre": _PRE, "post": _POST, "both": _BOTH, "link": _PRE}
+_CUE_DIR = {"pre": _PRE, "post": _POST, "both": _BOTH, "link": _PRE, "predicate": _PRED}
 
 
 def _cue_entry(phrase: str, kind: str, link: bool = False) -> _Entry:
-    if kind == "reset":
-        return _Entry(_CUE, phrase, state="positive", direction=_RESET)
+    if kind in ("reset", "reset_negation"):
+        return _Entry(
+            _CUE, phrase, state="positive", direction=_RESET,
+            negation_only=kind == "reset_negation",
+        )
     base, _, direction = kind.rpartition("_")
     if base not in _CUE_STATE or direction not in _CUE_DIR:
         raise LexiconError(f"unknown cue list {kind!r} in lexicon")
@@ -438,7 +476,28 @@ def _cue_entry(phrase: str, kind: str, link: bool = False) -> _Entry:
 _LIST_GAP = re.compile(r"\s*(?:,\s*)?(?:(?:and|or|and/or|nor)\s+)?(?:[a-z-]+\s+){0,3}")
 _CONJ = re.compile(r"\b(?:and|or|nor)\b")
 _OR = re.compile(r"\b(?:or|nor)\b")
-_TIGHT_GAP = re.compile(r"[^,.;:]{0,40}")
+_TIGHT_GAP = re.compile(r",?[^,.;:]{0,40}")
+# After a pre cue with no finding after it, what may follow for it to look back instead:
+# "pneumonia, possible.", "a small effusion may be present".
+_DANGLING_TAIL = re.compile(
+    r"[\s.,;:!?)\]]*(?:$|(?:present|seen|noted|identified|visible|evident|there|demonstrated)"
+    r"\b[\s.,;:!?)\]]*$)"
+)
+_NON_SPACE = re.compile(r"\S")
+_OR_GAP = re.compile(r"\s*,?\s*(?:or|nor)\s+")
+# After a hedging predicate ("pneumonia is likely"), what may follow for it to look back.
+_PRED_TAIL = re.compile(
+    r"[\s,]*(?:$|[.;:!?)\]]|(?:and|or|but|given|in|on|at|with|as|if|clinically|particularly"
+    r"|especially|based|since|because|considering|for|although|though|however|which|present"
+    r"|seen|noted|identified|demonstrated|there|here|today|now|again|too|also)\b)"
+)
+
+
+def _clean(phrase: str) -> str:
+    """A phrase with its whitespace (line wraps) made single spaces."""
+    if "\n" in phrase or "  " in phrase or "\t" in phrase:
+        return " ".join(phrase.split())
+    return phrase
 
 
 def _lower(text: str) -> str:
@@ -446,11 +505,13 @@ def _lower(text: str) -> str:
     low = text.lower()
     if len(low) == len(text):
         return low
-    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
 
 
 class ConceptExtractor:
     """Compiled lexicon; ``extract`` gives a report's concept states, labels and mentions."""
+
+    _CACHE_LIMIT = 200_000
 
     def __init__(self, lexicon_path: Path | None = None):
         if lexicon_path is None:
@@ -461,157 +522,289 @@ class ConceptExtractor:
         lex = yaml.safe_load(text) or {}
         self._entries = _load_entries(lex)
         compiled = _Compiled(self._entries)
-        self.pattern = compiled.pattern
-        self._finditer = compiled.regex.finditer
-        self._group_entry = [self._entries[i] if i >= 0 else None for i in compiled.group_entry]
+        self.pattern = compiled.plain
+        self._finditer = compiled.scan_regex.finditer
+        self._marker_match = compiled.marker_regex.match
+        self._group_entry = compiled.group_entry
+        self._cache: dict[str, tuple[int, _Entry, int]] = {}  # token text -> entry
+        self._clauses: dict[str, tuple] = {}  # clause text -> its mentions
+        brk = lex.get("paragraph_break")
+        self._breaks = re.compile(brk) if brk else None
         self._sections = SectionSplitter(lex.get("sections") or {"kept": {}, "dropped": []})
 
-    def sections(self, text: str) -> list:
+    def sections(self, text: str) -> list[Section]:
         """The kept sections of a report (see ``advbench.concepts.sections``)."""
         return self._sections.kept(text)
 
     def extract(self, text: str) -> ConceptResult:
         """Concept states, class labels and mentions of one report."""
-        found: list[tuple] = []  # (concept, state, section, sentence, start, end, trigger)
+        mentions: list[Mention] = []
+        best: dict[str, int] = {}  # concept -> strongest state priority
         if text:
             low = _lower(text)
-            for sec in self._sections.kept(text):
-                self._scan(text, low, sec.name, sec.start, sec.end, found)
-        best: dict[str, int] = {}
-        mentions = []
-        new = object.__new__
-        for concept, state, section, sentence, start, end, trigger in found:
-            m = new(Mention)
-            m.__dict__.update(
-                concept=concept, state=state, section=section, sentence=sentence,
-                start=start, end=end, text=text[start:end], trigger=trigger,
-            )
-            mentions.append(m)
-            p = STATE_PRIORITY[state]
-            if p > best.get(concept, 0):
-                best[concept] = p
-        if "unremarkable" in best:
-            sick = any(best.get(c, 0) >= 2 for c in DISEASE_CONCEPTS)
-            best["unremarkable"] = 1 if sick else 3
-        concepts = {c: _STATE_OF_PRIORITY[best.get(c, 0)] for c in CONCEPTS}
-        return ConceptResult(concepts, derive_labels(concepts), mentions)
+            scan = low
+            if self._breaks is not None and "\n" in low:
+                scan = self._breaks.sub(_BREAK, low)
+                if len(scan) != len(low):  # the break pattern matched more than one character
+                    scan = self._breaks.sub(_breaks_to_marks, low)
+            scan = " " + scan.translate(_SCAN_TABLE)
+            for sec in self._sections.kept(text, low):
+                self._scan(text, low, scan, sec.name, sec.start, sec.end, mentions, best)
+        concepts = dict(_ALL_ABSENT)
+        if best:
+            if "unremarkable" in best:
+                sick = any(p >= 2 for c, p in best.items() if c != "unremarkable")
+                best["unremarkable"] = 1 if sick else 3
+            names = _STATE_OF_PRIORITY
+            for c, p in best.items():
+                concepts[c] = names[p]
+            return ConceptResult(concepts, _labels(best), mentions)
+        return ConceptResult(concepts, dict(_ALL_ABSENT_LABELS), mentions)
 
     # -- internals ------------------------------------------------------------------------
 
-    def _scan(self, text: str, low: str, section: str, start: int, end: int,
-              found: list) -> None:
-        group_entry = self._group_entry
+    def _lookup(self, scan: str, m: re.Match[str], endpos: int) -> tuple[int, _Entry, int]:
+        """The entry of a token the cache does not know yet.
+
+        A token's text decides its entry: the lexicon has no two phrases that differ only by
+        a look-ahead (see lexicon.yaml), so the answer is cached by text.
+        """
+        marked = self._marker_match(scan, m.start(), endpos)
+        key = m.group()
+        if marked is None or marked.end() != m.end():  # cannot happen: same regex shape
+            return (_IGNORE, _Entry(_IGNORE, key), 0)
+        entry = self._entries[self._group_entry[marked.lastindex]]
+        lead = 1 if key[0] == " " else 0
+        info = (entry.kind, entry, lead)
+        if len(self._cache) >= self._CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = info
+        return info
+
+    def _scan(self, text: str, low: str, scan: str, section: str, start: int, end: int,
+              mentions: list[Mention], best: dict[str, int]) -> None:
+        """Tokens of one kept section, clause by clause, into mentions."""
         clause: list[tuple[_Entry, int, int]] = []
-        has_mention = False
-        pending: list[tuple] = []  # mentions of the current sentence
+        has_mention = has_cue = False
+        pending: list[tuple] = []  # (concept, state, start, end, trigger) of this sentence
         sent_start = start
-        resolve = self._resolve
-        for m in self._finditer(low, start, end):
-            e = group_entry[m.lastindex]
-            k = e.kind
-            if k <= _CUE:
-                if k == _MENTION:
-                    has_mention = True
-                clause.append((e, m.start(), m.end()))
-                if e.cue is not None:
-                    clause.append((e.cue, m.start(), m.end()))
-            elif k == _IGNORE:
-                continue
-            else:
-                if has_mention:
-                    resolve(low, clause, m.start(), pending)
-                clause = []
-                has_mention = False
-                if k == _SENT:
+        resolve = self._clause
+        get = self._cache.get
+        # scan[i] is low[i - 1]: the window starts on the separator before the section's first
+        # word (the blank lines after a header are skipped)
+        first = _NON_SPACE.search(low, start, end)
+        if first is None:
+            return
+        w0 = first.start()
+        e1 = end + 1
+        for m in self._finditer(scan, w0, e1):
+            info = get(m.group())
+            if info is None:
+                info = self._lookup(scan, m, e1)
+            kind = info[0]
+            if kind > _CUE:
+                if kind == _IGNORE:
+                    continue
+                s = m.start() - 1
+                if clause:
+                    if has_mention:
+                        resolve(low, clause, has_cue, s, pending)
+                        has_mention = has_cue = False
+                    clause = []
+                if kind == _SENT:
                     if pending:
-                        _flush(text, section, sent_start, m.start(), pending, found)
+                        _flush(text, section, sent_start, s, pending, mentions, best)
                         pending = []
-                    sent_start = m.end()
+                    sent_start = m.end() - 1
+                continue
+            s, t = m.span()
+            e = info[1]
+            clause.append((e, s - 1 + info[2], t - 1))
+            if kind == _MENTION:
+                has_mention = True
+                if e.cue is not None:
+                    clause.append((e.cue, s - 1 + info[2], t - 1))
+                    has_cue = True
+            elif kind == _CUE:
+                has_cue = True
         if has_mention:
-            resolve(low, clause, end, pending)
+            resolve(low, clause, has_cue, end, pending)
         if pending:
-            _flush(text, section, sent_start, end, pending, found)
+            _flush(text, section, sent_start, end, pending, mentions, best)
+
+    def _clause(self, low: str, clause: list[tuple[_Entry, int, int]], has_cue: bool,
+                clause_end: int, pending: list) -> None:
+        """The mentions of one clause, cached by the clause's text.
+
+        The states depend only on the text from the clause's first token to its end (the
+        tokens, the cues and the words between them), and report text repeats a lot ("no
+        pleural effusion or pneumothorax"), so the result is kept with offsets relative to the
+        first token.
+        """
+        base = clause[0][1]
+        key = low[base:clause_end]
+        done = self._clauses.get(key)
+        if done is None:
+            out: list[tuple] = []
+            if has_cue:
+                self._resolve(low, clause, clause_end, out)
+            else:
+                _plain(low, clause, out)
+            done = tuple((c, st, s - base, t - base, tr) for c, st, s, t, tr in out)
+            if len(self._clauses) >= self._CACHE_LIMIT:
+                self._clauses.clear()
+            self._clauses[key] = done
+        for c, st, s, t, tr in done:
+            pending.append((c, st, base + s, base + t, tr))
 
     @staticmethod
     def _resolve(low: str, clause: list[tuple[_Entry, int, int]], clause_end: int,
                  pending: list) -> None:
+        """States of the mentions of one clause, from the cues around them."""
         n = len(clause)
-        states: list[str | None] = [None] * n
-        triggers: list[str | None] = [None] * n
-        cur: str | None = None
-        cur_trig: str | None = None
-        since = 0  # findings since the current pre cue
+        states: list = [None] * n  # (state, trigger) given by a cue, per finding
+        last_finding = -1
+        for i in range(n - 1, -1, -1):
+            if clause[i][0].kind != _CUE:
+                last_finding = i
+                break
+        cur = None  # (state, trigger) of the pre cue in force
+        since = 0  # findings since that cue
         last_end = -1  # end of the last finding
-        posts = []
-        for i, (e, s, t) in enumerate(clause):
-            k = e.kind
-            if k != _CUE:
+        back = None  # cues that look back
+        for i in range(n):
+            e, s, t = clause[i]
+            if e.kind != _CUE:
                 if cur is not None:
-                    states[i], triggers[i] = cur, cur_trig
+                    states[i] = cur
                 since += 1
                 last_end = t
                 continue
             d = e.direction
-            if d == _PRE:
-                if e.link and cur == "negative":
+            if d == _PRE or d == _PRED:
+                if (d == _PRED and _PRED_TAIL.match(low, t, clause_end)) or (
+                    i > last_finding  # nothing follows: "pneumonia, possible." looks back
+                    and e.state != "positive"
+                    and _DANGLING_TAIL.match(low, t, clause_end)
+                ):
+                    if back is None:
+                        back = [i]
+                    else:
+                        back.append(i)
                     continue
-                cur, cur_trig, since = e.state, low[s:t], 0
+                if i > last_finding:
+                    continue
+                if cur is not None and cur[0] == "negative" and e.state == "uncertain" and (
+                    e.link or not since or _OR_GAP.fullmatch(low, last_end, s)
+                ):
+                    continue  # "no opacity to suggest pneumonia", "no suspicious nodule"
+                cur = (e.state, _clean(low[s:t]))
+                since = 0
             elif d == _RESET:
-                if cur is not None and since:
+                if cur is not None and since and (cur[0] == "negative" or not e.negation_only):
                     gap = low[last_end:s]
-                    if ("," in gap or " and " in gap or "with" in gap) and not _OR.search(
-                        gap
-                    ) and not _OR.search(low, t, clause_end):
-                        cur = cur_trig = None
+                    if (
+                        ("," in gap or " and " in gap or " with " in gap)
+                        and _OR.search(gap) is None
+                        and _OR.search(low, t, clause_end) is None
+                    ):
+                        cur = None
                         since = 0
+            elif back is None:
+                back = [i]
             else:
-                posts.append(i)
-        for i in posts:
-            e, s, t = clause[i]
-            trig = low[s:t]
-            # backward: the finding right before, and a list joined to it by and/or
-            j, first, need_conj, prev_start = i - 1, True, True, s
-            while j >= 0:
-                f, fs, ft = clause[j]
-                if f.kind == _CUE:
-                    break
-                if not first:
-                    gap = low[ft:prev_start]
-                    if f.state is not None or _LIST_GAP.fullmatch(gap) is None:
-                        break
-                    if need_conj:
-                        if _CONJ.search(gap) is None:
+                back.append(i)
+        if back is not None:
+            for i in back:
+                e, s, t = clause[i]
+                given = (e.state, _clean(low[s:t]))
+                # backward: the finding right before, and a list joined to it by and/or
+                j, first, need_conj, prev_start = i - 1, True, True, s
+                while j >= 0:
+                    f, fs, ft = clause[j]
+                    if f.kind == _CUE:
+                        if f.direction != _RESET:
                             break
-                        need_conj = False
-                    elif "," not in gap and _CONJ.search(gap) is None:
-                        break
-                states[j], triggers[j] = e.state, trig
-                first = False
-                prev_start = fs
-                j -= 1
-            if e.direction == _BOTH and i + 1 < n:
-                f, fs, ft = clause[i + 1]
-                if f.kind != _CUE and _TIGHT_GAP.fullmatch(low, t, fs):
-                    states[i + 1], triggers[i + 1] = e.state, trig
-        for i, (e, s, t) in enumerate(clause):
+                        j -= 1  # a positive adjective: "effusions are small, if any"
+                        continue
+                    if not first:
+                        gap = low[ft:prev_start]
+                        if f.state is not None or _LIST_GAP.fullmatch(gap) is None:
+                            break
+                        if need_conj:
+                            if _CONJ.search(gap) is None:
+                                break
+                            need_conj = False
+                        elif "," not in gap and _CONJ.search(gap) is None:
+                            break
+                    states[j] = given
+                    first = False
+                    prev_start = fs
+                    j -= 1
+                if e.direction == _BOTH:  # forward: the finding right after it
+                    j = i + 1
+                    while j < n and clause[j][0].direction == _RESET:
+                        j += 1  # "if any, residual pneumothorax"
+                    if j < n:
+                        f, fs, ft = clause[j]
+                        if f.kind != _CUE and _TIGHT_GAP.fullmatch(low, t, fs):
+                            states[j] = given
+        for i in range(n):
+            e, s, t = clause[i]
             if e.kind != _MENTION:
                 continue
-            if e.state is not None:
-                state, trig = e.state, (None if e.state == "positive" else low[s:t])
-            elif e.concepts[0] == "unremarkable":
-                state, trig = "positive", None
+            state = e.own
+            if state is None:
+                given = states[i]
+                if given is None:
+                    state, trig = "positive", None
+                else:
+                    state, trig = given
             else:
-                state, trig = states[i] or "positive", triggers[i]
-            if trig is not None:
-                trig = " ".join(trig.split())
+                trig = None if state == "positive" else _clean(low[s:t])
             for c in e.concepts:
                 pending.append((c, state, s, t, trig))
 
 
-def _flush(text: str, section: str, start: int, end: int, pending: list, found: list) -> None:
+def _plain(low: str, clause: list[tuple[_Entry, int, int]], pending: list) -> None:
+    """A clause without cues: every mention keeps its own (fixed or positive) state."""
+    for e, s, t in clause:
+        if e.kind == _MENTION:
+            state = e.own
+            if state is None or state == "positive":
+                for c in e.concepts:
+                    pending.append((c, "positive", s, t, None))
+            else:
+                trig = _clean(low[s:t])
+                for c in e.concepts:
+                    pending.append((c, state, s, t, trig))
+
+
+def _flush(text: str, section: str, start: int, end: int, pending: list,
+           mentions: list[Mention], best: dict[str, int]) -> None:
+    """The mentions of one sentence, now that its text is known."""
     sentence = " ".join(text[start:end].split())
+    new = object.__new__
+    priority = STATE_PRIORITY
     for c, state, s, t, trig in pending:
-        found.append((c, state, section, sentence, s, t, trig))
+        m = new(Mention)  # what the frozen dataclass __init__ does, at a third of the cost
+        d = m.__dict__
+        d["concept"] = c
+        d["state"] = state
+        d["section"] = section
+        d["sentence"] = sentence
+        d["start"] = s
+        d["end"] = t
+        d["text"] = text[s:t]
+        d["trigger"] = trig
+        mentions.append(m)
+        p = priority[state]
+        if p > best.get(c, 0):
+            best[c] = p
+
+
+def _breaks_to_marks(m: re.Match[str]) -> str:
+    return _BREAK * (m.end() - m.start())
 
 
 @cache

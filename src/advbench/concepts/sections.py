@@ -9,15 +9,16 @@ text map straight back to the report.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+_TEXT = re.compile(r"\S")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     """One section of a report: ``name`` is lower-case; ``start``/``end`` bound its content.
 
-    ``header_start`` is where its header begins (equal to ``start`` for the preamble).
+    ``header_start`` is where its header begins (0 for the preamble).
     """
 
     name: str
@@ -42,64 +43,168 @@ class SectionSplitter:
             self._kind[_norm(name).lower()] = "dropped"
         for name in wet:
             self._canon[_norm(name)], self._kind["wet read"] = "wet read", "wet"
-        names = sorted(self._canon, key=len, reverse=True)
-        alt = "|".join(re.escape(n).replace(r"\ ", r"[ \t]+") for n in names)
-        # Upper-case headers anywhere (followed by ":", or alone on their line); the leading
-        # alternation of literals lets the regex engine skip lower-case text quickly.
-        self._upper = re.compile(rf"(?:{alt})(?=[ \t]*(?::|\n|$))")
-        # Headers in any case at a line start.
-        self._line = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&()#]{0,60}?)[ \t]*:")
-        self._colon = re.compile(r"[ \t]*:")
+        # A header at a line start (any case) followed by ":", or alone on its line (upper
+        # case); the leading newline is a literal, so the engine skips other text quickly.
+        header = rf"[ \t]*+({_trie(list(self._canon))})[ \t]*(:|(?=[ \t]*(?:\r?\n|$)))"
+        self._line = re.compile(r"\n" + header)
+        self._first = re.compile(header)
+        # Kept headers may also follow other text on a line when written in upper case.
+        self._raw: dict[str, str] = {}  # header as found -> section name
+        words = {_norm(n).split()[0].split("/")[0] for n in kept}
+        self._inline = tuple(sorted(w for w in words if not any(
+            o != w and w.startswith(o) for o in words)))
+        self._kept_words = tuple(w.lower() for w in self._inline)
 
     def split(self, text: str) -> list[Section]:
         """All sections in order; text before the first header is the ``preamble``."""
-        found: dict[int, tuple[str, int]] = {}  # header start -> (section name, content start)
-        canon = self._canon
-        for m in self._upper.finditer(text):
-            start, end = m.span()
-            if start and (text[start - 1].isalnum() or text[start - 1] in "_#/"):
-                continue
-            colon = self._colon.match(text, end)
-            if colon is None:  # no colon: only a header alone on its own line
-                nl = text.rfind("\n", 0, start) + 1
-                if text[nl:start].strip():
-                    continue
-            else:
-                end = colon.end()
-            found[start] = (canon[_norm(m.group())], end)
-        if ":" in text:
-            for m in self._line.finditer(text):
-                name = canon.get(_norm(m.group(1)))
-                if name is not None and m.start(1) not in found:
-                    found[m.start(1)] = (name, m.end())
-        heads = sorted(found.items())
-        first = heads[0][0] if heads else len(text)
-        sections = [Section("preamble", 0, first, 0)]
-        for i, (hstart, (name, cstart)) in enumerate(heads):
-            end = heads[i + 1][0] if i + 1 < len(heads) else len(text)
-            sections.append(Section(name, min(cstart, end), end, hstart))
+        heads = self._heads(text)
+        if not heads:
+            return [Section("preamble", 0, len(text), 0)]
+        sections = [Section("preamble", 0, heads[0][0], 0)]
+        last = len(heads) - 1
+        for i, (hstart, name, cstart) in enumerate(heads):
+            end = heads[i + 1][0] if i < last else len(text)
+            sections.append(Section(name, cstart if cstart < end else end, end, hstart))
         return sections
+
+    def _heads(self, text: str) -> list[tuple[int, str, int]]:
+        """(header start, section name, content start) of every header, in order."""
+        name_of = self._name_of
+        heads = []
+        m = self._first.match(text)
+        if m is not None and (m.group(2) or m.group(1).isupper()):
+            heads.append((m.start(1), name_of(m.group(1)), m.end()))
+        for m in self._line.finditer(text):
+            raw, colon = m.group(1, 2)
+            if colon or raw.isupper():
+                heads.append((m.start(1), name_of(raw), m.end()))
+        added = False
+        for word in self._inline:
+            i = text.find(word)
+            while i >= 0:
+                inside = any(h[0] <= i < h[2] for h in heads)
+                if not inside and (i == 0 or not text[i - 1].isalnum()):
+                    m = self._first.match(text, i)
+                    if m is not None and m.group(2) and m.group(1).isupper():
+                        heads.append((i, name_of(m.group(1)), m.end()))
+                        added = True
+                i = text.find(word, i + 1)
+        if added:
+            heads.sort()
+        return heads
+
+    def _name_of(self, raw: str) -> str:
+        name = self._raw.get(raw)
+        if name is None:
+            name = self._raw[raw] = self._canon[_norm(raw)]
+        return name
 
     def kind(self, name: str) -> str:
         """What a section name is: ``kept``, ``dropped``, ``wet`` or ``body`` (the preamble)."""
         return self._kind.get(name, "body")
 
-    def kept(self, text: str) -> list[Section]:
+    def kept(self, text: str, low: str | None = None) -> list[Section]:
         """The sections whose text counts, per the labelling guide.
 
         FINDINGS/IMPRESSION sections keep their names; without either, the preamble and every
-        section that is not dropped are returned named ``body``.
+        section that is not dropped are returned named ``body`` (a dropped section is one
+        paragraph: the text after its first blank line is body again). ``low`` is
+        ``text.lower()`` when the caller has it (same length).
         """
-        sections = self.split(text)
-        kind = self._kind
-        chosen = [s for s in sections if kind.get(s.name) == "kept"]
+        chosen = self._kept_headers(text, text.lower() if low is None else low)
         if chosen:
             return chosen
-        return [
-            Section("body", s.start, s.end, s.header_start)
-            for s in sections
-            if kind.get(s.name, "body") in ("wet", "body") and text[s.start : s.end].strip()
-        ]
+        kind = self._kind
+        body = []
+        for s in self.split(text):
+            start = s.start
+            if kind.get(s.name, "body") == "dropped":
+                first = _TEXT.search(text, start, s.end)
+                blank = first and _BLANK_LINE.search(text, first.start(), s.end)
+                if not blank:
+                    continue
+                start = blank.end()
+            if text[start : s.end].strip():
+                body.append(Section("body", start, s.end, s.header_start))
+        return body
+
+    def _kept_headers(self, text: str, low: str) -> list[Section]:
+        """The FINDINGS/IMPRESSION sections, found without splitting the whole report.
+
+        Same result as taking them from ``split``: a kept header is one of the headers that
+        ``split`` finds (at a line start, or inline in upper case), and its section ends at
+        the next header of any name.
+        """
+        candidates = []
+        for word in self._kept_words:
+            i = low.find(word)
+            while i >= 0:
+                candidates.append(i)
+                i = low.find(word, i + 1)
+        if not candidates:
+            return []
+        if len(candidates) > 1:
+            candidates.sort()
+        kind = self._kind
+        first = self._first.match
+        heads = []
+        for i in candidates:
+            if heads and i < heads[-1][2]:
+                continue  # inside the previous header ("IMPRESSION AND FINDINGS:")
+            line = text.rfind("\n", 0, i) + 1
+            m = None
+            if line == i or not text[line:i].strip():
+                m = first(text, line)
+                if m is not None and (m.start(1) != i or not (m.group(2) or m.group(1).isupper())):
+                    m = None
+            if m is None and (i == 0 or not text[i - 1].isalnum()) and text[i].isupper():
+                m = first(text, i)
+                if m is not None and not (m.group(2) and m.group(1).isupper()):
+                    m = None
+            if m is not None:
+                name = self._name_of(m.group(1))
+                if kind.get(name) == "kept":
+                    heads.append((i, name, m.end()))
+        chosen = []
+        n = len(text)
+        for k, (hstart, name, cstart) in enumerate(heads):
+            end = heads[k + 1][0] if k + 1 < len(heads) else n
+            for m in self._line.finditer(text, cstart, end):
+                if m.group(2) or m.group(1).isupper():
+                    end = m.start(1)
+                    break
+            chosen.append(Section(name, cstart if cstart < end else end, end, hstart))
+        return chosen
+
+
+def _trie(names: list[str]) -> str:
+    """A case-insensitive regex of the header names, shaped as a trie (few branches tried)."""
+    root: dict = {}
+    for name in names:
+        node = root
+        for ch in name:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict, top: bool = False) -> str:
+        alts = []
+        for ch in sorted(node, key=lambda c: c == ""):
+            if ch == "":
+                alts.append("")
+            elif ch == " ":
+                alts.append(r"[ \t]+" + emit(node[ch]))
+            elif ch.isalpha() and top:  # literal first characters: the engine skips fast
+                rest = emit(node[ch])
+                alts += [re.escape(ch.upper()) + rest, re.escape(ch.lower()) + rest]
+            elif ch.isalpha():
+                alts.append(f"[{ch.upper()}{ch.lower()}]" + emit(node[ch]))
+            else:
+                alts.append(re.escape(ch) + emit(node[ch]))
+        if len(alts) == 1:
+            return alts[0]
+        return "(?:" + "|".join(alts) + ")"
+
+    return emit(root, top=True)
 
 
 def _norm(name: str) -> str:

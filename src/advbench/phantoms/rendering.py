@@ -10,8 +10,10 @@ image statistics, which would leak an edit into the whole image.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -99,54 +101,112 @@ class _Layers:
     lung_cache: dict
     heart_cache: dict
     bubble: tuple[float, float, float, float] | None  # gastric bubble (a, dv, ra, rv)
+    gas: np.ndarray  # bowel gas below the diaphragm (density removed)
 
 
 _CACHE: OrderedDict[tuple[Anatomy, int], _Layers] = OrderedDict()
-_CACHE_SIZE = 6
+_CACHE_BYTES = 256 * 2**20  # anatomy layers kept for re-rendering edited scenes
+_CACHE_LOCK = threading.Lock()
 
 
 def _layers(anatomy: Anatomy, size: int) -> _Layers:
+    """The anatomy layers of one patient at one size, built once and kept for edits."""
     key = (anatomy, size)
-    hit = _CACHE.get(key)
-    if hit is not None:
-        _CACHE.move_to_end(key)
-        return hit
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return hit
     layers = _build_layers(anatomy, size)
-    _CACHE[key] = layers
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    keep = max(1, _CACHE_BYTES // (16 * 4 * size * size))  # about 16 planes per entry
+    with _CACHE_LOCK:
+        _CACHE[key] = layers
+        while len(_CACHE) > keep:
+            _CACHE.popitem(last=False)
     return layers
 
 
 def _build_layers(an: Anatomy, n: int) -> _Layers:
     frame = Frame(n, an.rotation_deg)
     geo = Geometry(an)
-    full = (0, n, 0, n)
-    X, Y = frame.coords(full)
-    u = X - F32(0.5)
-    a = np.abs(u)
     rng = np.random.default_rng([an.seed, 1])
-
-    body = _body(an, a, Y)
+    # The soft-tissue envelope is smooth: computed at half size and enlarged.
+    half = Frame(max(8, n // 2), an.rotation_deg)
+    Xh, Yh = half.coords((0, half.size, 0, half.size))
+    body = _upsample(_body(an, np.abs(Xh - F32(0.5)), Yh), (n, n))
     static = body * F32(TISSUE * an.soft_tissue)
-    static += _mediastinum(an, geo, u, Y)
-    static += _spine(an, geo, u, Y, n)
+    _mediastinum(an, geo, frame, static)
+    win = frame.window(0.5 - 0.07, 0.0, 0.5 + 0.07, 1.0)
+    if win is not None:
+        Xs, Ys = frame.coords(win)
+        static[_sl(win)] += _spine(an, Xs - F32(0.5), Ys)
     for side in ("right", "left"):
         _add_ribs(static, an, geo, frame, side)
-        _add_shoulder(static, an, geo, frame, side)
+        _add_shoulder(static, frame, side)
     if an.breast > 0:
         for side in ("right", "left"):
             _add_breast(static, an, frame, side)
 
     markings = _vessels(an, geo, frame, rng)
-    markings += _texture(n, rng)
+    markings += _texture(geo, frame, rng)
     grain = _grain(n, rng)
     bubble = None
     if rng.random() < 0.85:
         bubble = (float(rng.uniform(0.17, 0.24)), float(rng.uniform(0.03, 0.05)),
                   float(rng.uniform(0.03, 0.05)), float(rng.uniform(0.018, 0.03)))
     return _Layers(frame, geo, static.astype(F32), body.astype(F32), markings.astype(F32),
-                   grain, {}, {}, bubble)
+                   grain, {}, {}, bubble, _bowel_gas(an, frame, rng))
+
+
+def _bowel_gas(an: Anatomy, frame: Frame, rng: np.random.Generator) -> np.ndarray:
+    """Irregular lucent patches of colonic gas in the upper abdomen, more on the left."""
+    n = frame.size
+    out = np.zeros((n, n), F32)
+    win = frame.window(0.0, min(an.dome_right, an.dome_left) + 0.04, 1.0, 1.0)
+    if win is None:
+        return out
+    h, w = win[1] - win[0], win[3] - win[2]
+    cell = max(2, n // 12)
+    low = rng.standard_normal((h // cell + 2, w // cell + 2)).astype(F32)
+    field = _upsample(low, ((h + 1) // 2, (w + 1) // 2))  # smooth: half size, then doubled
+    field = np.repeat(np.repeat(field, 2, 0), 2, 1)[:h, :w]
+    X, _ = frame.coords(win)
+    bias = 0.5 * _smooth((X - 0.45) / 0.25)  # the splenic flexure and stomach side
+    out[_sl(win)] = 0.16 * _smooth((field + bias - 0.9) / 0.8)
+    _gas_pockets(an, frame, out)
+    return out
+
+
+def _gas_pockets(an: Anatomy, frame: Frame, out: np.ndarray) -> None:
+    """Small rounded and sausage-shaped gas pockets: the colon framing the abdomen (hepatic
+    and splenic flexures, transverse colon) and a few small-bowel loops. Own random stream,
+    so the other anatomy layers do not move."""
+    rng = np.random.default_rng([an.seed, 5])
+    top = max(an.dome_right, an.dome_left) + 0.09
+    count = int(rng.integers(7, 13))
+    for _ in range(count):
+        where = rng.random()
+        if where < 0.3:  # ascending colon / hepatic flexure (patient right, image left)
+            x, y = 0.5 - rng.uniform(0.2, 0.3), rng.uniform(top + 0.02, 1.0)
+        elif where < 0.6:  # descending colon / splenic flexure
+            x, y = 0.5 + rng.uniform(0.2, 0.3), rng.uniform(top, 1.0)
+        elif where < 0.8:  # transverse colon
+            x, y = 0.5 + rng.uniform(-0.18, 0.18), top + rng.uniform(0.04, 0.12)
+        else:  # small bowel, central and low
+            x, y = 0.5 + rng.uniform(-0.12, 0.12), rng.uniform(top + 0.1, 1.0)
+        rx = rng.uniform(0.012, 0.03)
+        ry = rx * rng.uniform(0.4, 1.0)
+        th = rng.uniform(0, np.pi)
+        amp = rng.uniform(0.1, 0.2)
+        pad = max(rx, ry) * 1.4
+        win = frame.window(x - pad, y - pad, x + pad, y + pad, pad_px=1)
+        if win is None:
+            continue
+        X, Y = frame.coords(win)
+        dx, dy = X - F32(x), Y - F32(y)
+        c, s_ = F32(np.cos(th)), F32(np.sin(th))
+        p, q = (dx * c + dy * s_) * F32(1 / rx), (dy * c - dx * s_) * F32(1 / ry)
+        out[_sl(win)] += amp * _smooth((1.0 - p * p - q * q) * F32(2.5))
 
 
 def _body(an: Anatomy, a: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -163,44 +223,45 @@ def _body(an: Anatomy, a: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (t * (0.75 + 0.25 * _smooth((v - 0.05) / 0.2))).astype(F32)
 
 
-def _arms(an: Anatomy, a: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Upper arms beside the torso; visible only at the image edges."""
-    centre = an.body_half_width + 0.09
-    r = np.abs(a - centre) / 0.075
-    t = np.sqrt(np.clip(1.0 - r * r, 0.0, None)) * _smooth((v - 0.12) / 0.1)
-    return (t * 0.85).astype(F32)
-
-
-def _mediastinum(an: Anatomy, geo: Geometry, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _mediastinum(an: Anatomy, geo: Geometry, frame: Frame, out: np.ndarray) -> None:
     """Superior mediastinum, aortic knob and the air column of the trachea and bronchi."""
-    right = geo.mediastinum_half("right", v)
-    left = geo.mediastinum_half("left", v)
-    half = np.where(u < 0, right, left)
+    win = frame.window(0.5 - 0.12, 0.0, 0.5 + 0.12, 0.86)
+    if win is None:
+        return
+    X, v = frame.coords(win)
+    u = X - F32(0.5)
+    half = np.where(u < 0, geo.mediastinum_half("right", v), geo.mediastinum_half("left", v))
     d = np.abs(u) / half
-    band = np.sqrt(np.clip(1.0 - d**2.5, 0.0, None)) * _smooth((v - 0.04) / 0.12)
-    band *= 1.0 - 0.6 * _smooth((v - an.heart_top - 0.02) / 0.12)
-    band *= 1.0 - _smooth((v - 0.72) / 0.08)
-    out = band * F32(0.62)
-    # Trachea: midline air column down to the carina, nudged right by the aortic knob.
+    band = np.sqrt(np.clip(1.0 - d * d * np.sqrt(d), 0.0, None))
+    rows = (_smooth((v - 0.04) * F32(1 / 0.12))
+            * (1.0 - 0.6 * _smooth((v - F32(an.heart_top + 0.02)) * F32(1 / 0.12)))
+            * (1.0 - _smooth((v - 0.72) * F32(1 / 0.08))))
+    out[_sl(win)] += band * rows * F32(0.62)
+    # Trachea down to the carina, nudged right by the aortic knob; then the main bronchi
+    # (right steeper and shorter, left longer and flatter).
     carina = 0.335
+    win = frame.window(0.5 - 0.1, 0.0, 0.5 + 0.1, carina + 0.08)
+    if win is None:
+        return
+    X, v = frame.coords(win)
+    u = X - F32(0.5)
     tw = an.trachea_half_width
-    xc = -0.006 * np.exp(-(((v - 0.29) / 0.05) ** 2))
-    dt = (u - xc) / tw
-    col = np.sqrt(np.clip(1.0 - dt * dt, 0.0, None)) * (1.0 - _smooth((v - carina) / 0.012))
-    out -= col * F32(0.36)
-    # Main bronchi: right steeper and shorter, left longer and flatter.
+    xc = -0.006 * np.exp(-(((v - 0.29) * F32(1 / 0.05)) ** 2))
+    dt = (u - xc) * F32(1 / tw)
+    air = np.sqrt(np.clip(1.0 - dt * dt, 0.0, None)) * (1.0 - _smooth((v - carina) / 0.012))
+    air *= F32(0.36)
     for sgn, angle, length in ((-1.0, 0.72, 0.07), (1.0, 0.95, 0.085)):
         ca, sa = np.sin(angle), np.cos(angle)
-        px, py = sgn * u, v - carina
+        px, py = sgn * u, v - F32(carina)
         along = px * ca + py * sa
-        across = np.abs(-px * sa + py * ca) / (tw * 0.8)
-        m = np.sqrt(np.clip(1.0 - across**2, 0.0, None)) * (along > 0)
-        m *= 1.0 - _smooth((along - length) / 0.02)
-        out -= m * F32(0.3)
-    return out.astype(F32)
+        across = (-px * sa + py * ca) * F32(1 / (tw * 0.8))
+        m = np.sqrt(np.clip(1.0 - across * across, 0.0, None)) * (along > 0)
+        m *= 1.0 - _smooth((along - length) * F32(1 / 0.02))
+        air += m * F32(0.3)
+    out[_sl(win)] -= air
 
 
-def _spine(an: Anatomy, geo: Geometry, u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+def _spine(an: Anatomy, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Vertebral column: bodies with endplates, pedicles and spinous processes."""
     sp = (an.dome_right - an.lung_top) / (an.rib_count - 0.3)
     ph = (v - (an.lung_top - 0.02)) / sp
@@ -231,59 +292,61 @@ def _side_window(frame: Frame, side: str, a0: float, a1: float, v0: float,
 def _add_ribs(out: np.ndarray, an: Anatomy, geo: Geometry, frame: Frame, side: str) -> None:
     """Posterior ribs as arched bands with cortical edges, anterior ribs as fainter slopes."""
     sd = geo.sides[side]
-    win = _side_window(frame, side, 0.0, sd.width + 0.09, an.lung_top - 0.09, 0.98)
+    win = _side_window(frame, side, 0.0, sd.width + 0.06, an.lung_top - 0.09,
+                       sd.cp_nominal + 0.12)
     if win is None:
         return
     X, Y = frame.coords(win)
-    a = np.abs(X - 0.5)
-    s = a / sd.width
+    a = np.abs(X - F32(0.5))
+    s = a * F32(1.0 / sd.width)
     sp = (an.dome_right - an.lung_top) / (an.rib_count - 0.3)
-    lat = geo.lateral(side, Y)
-    inside = _smooth((lat + 0.045 - a) / 0.02)
-    # Posterior: up-and-out from the spine, arching down along the lateral wall.
-    tv = np.clip((Y - an.lung_top) / (sd.cp_nominal - an.lung_top), 0.0, 1.0)
-    curve = an.rib_curvature * (1.0 + 0.7 * (1.0 - tv)) * (-0.2 * s + 0.26 * s**2.6)
-    k = (Y - curve - (an.lung_top - 0.035)) / sp
+    inside = _smooth((geo.lateral(side, Y) + 0.045 - a) * F32(1 / 0.02))
+    inside *= _smooth((sd.cp_nominal + 0.12 - Y) * F32(1 / 0.05))
+    inside *= _smooth((Y - F32(an.lung_top - 0.05)) * F32(1 / 0.025))  # no ribs in the neck
+    # Posterior: up and out from the spine, arching down along the lateral wall; the upper
+    # ribs are more curved.
+    tv = np.clip((Y - an.lung_top) * F32(1.0 / (sd.cp_nominal - an.lung_top)), 0.0, 1.0)
+    s2 = s * s
+    shape = -0.2 * s + 0.26 * s2 * s * (0.55 + 0.45 * s)  # about s**2.6 near s = 1
+    curve = (an.rib_curvature * (1.7 - 0.7 * tv)) * shape
+    k = (Y - curve - F32(an.lung_top - 0.035)) * F32(1.0 / sp)
     k = k * (1.0 + 0.02 * k)  # interspaces widen a little downwards
     f = k - np.floor(k)
     th = an.rib_thickness
-    d = np.abs(f - th / 2) / (th / 2)
-    band = np.where(f < th, _tube(np.minimum(d, 1.0)), 0.0)
-    band *= (k > 0) * (k < an.rib_count + 2.5)
-    band *= _smooth((a - 0.02) / 0.03) * inside
-    # Lower ribs are crossed by the abdomen anyway; thinner ribs laterally.
-    band *= 0.9 + 0.2 * (1.0 - s)
-    ant_sp = sp * 1.28
-    ka = (Y + 0.2 * (1.0 - np.clip(s, 0, 1.0)) ** 1.15 - (an.lung_top + 0.05)) / ant_sp
+    d = np.minimum(np.abs(f - th / 2) * F32(2.0 / th), 1.0)
+    band = _tube(d) * ((k > 0) & (k < an.rib_count + 2.5))
+    band *= _smooth((a - 0.02) * F32(1 / 0.03)) * inside * (1.1 - 0.2 * s)
+    # Anterior: from the lateral wall sloping down towards the costal cartilages (unseen).
+    sc = np.minimum(s, 1.0)
+    ka = (Y - 0.2 * (1.0 - sc) * (0.9 + 0.1 * sc) - F32(an.lung_top - 0.05)) * F32(
+        1.0 / (sp * 1.28))
     fa = ka - np.floor(ka)
-    tha = 0.42
-    da = np.abs(fa - tha / 2) / (tha / 2)
-    ant = np.where(fa < tha, _tube(np.minimum(da, 1.0), 0.8), 0.0)
-    ant *= (ka > 0) * (ka < 7.5) * _smooth((s - 0.3) / 0.12) * inside
-    out[_sl(win)] += (0.2 * band + 0.08 * ant).astype(F32)
+    da = np.minimum(np.abs(fa - 0.21) * F32(1 / 0.21), 1.0)
+    ant = _tube(da, 0.8) * ((ka > 0) & (ka < 6.5)) * _smooth((s - 0.3) * F32(1 / 0.12))
+    out[_sl(win)] += (0.2 * band + 0.08 * ant * inside).astype(F32)
     _add_clavicle(out, an, frame, side)
 
 
 def _add_clavicle(out: np.ndarray, an: Anatomy, frame: Frame, side: str) -> None:
     """S-shaped clavicle: thick medial head by the sternum, rising to the acromion."""
-    a0, a1 = 0.03, 0.4
-    win = _side_window(frame, side, a0 - 0.02, a1 + 0.03, an.clavicle_y - 0.11,
+    a0, a1 = 0.03, 0.355
+    win = _side_window(frame, side, a0 - 0.02, a1 + 0.03, an.clavicle_y - 0.09,
                        an.clavicle_y + 0.05)
     if win is None:
         return
     X, Y = frame.coords(win)
     a = np.abs(X - 0.5)
     t = np.clip((a - a0) / (a1 - a0), 0.0, 1.0)
-    rise = an.clavicle_slope * (a1 - a0) + 0.02
+    rise = 0.6 * an.clavicle_slope * (a1 - a0) + 0.01
     centre = an.clavicle_y + 0.008 - rise * t**1.3 + 0.014 * np.sin(2 * np.pi * t)
-    half = 0.0125 + 0.007 * np.exp(-((t / 0.1) ** 2)) + 0.003 * np.exp(-(((t - 1) / 0.15) ** 2))
+    half = 0.0145 + 0.006 * np.exp(-((t / 0.1) ** 2)) + 0.003 * np.exp(-(((t - 1) / 0.15) ** 2))
     d = np.abs(Y - centre) / half
     ends = _smooth((a - a0) / 0.012) * _smooth((a1 - a) / 0.02)
     bone = _tube(np.minimum(d, 1.0), 0.75)
     out[_sl(win)] += (0.6 * bone * ends).astype(F32)
 
 
-def _add_shoulder(out: np.ndarray, an: Anatomy, geo: Geometry, frame: Frame, side: str) -> None:
+def _add_shoulder(out: np.ndarray, frame: Frame, side: str) -> None:
     """Scapula over the upper lateral chest and the humeral head at the corner."""
     win = _side_window(frame, side, 0.25, 0.62, 0.0, 0.52)
     if win is None:
@@ -319,30 +382,32 @@ def _vessels(an: Anatomy, geo: Geometry, frame: Frame, rng: np.random.Generator)
     scale = n / 512.0
     img = Image.new("F", (n, n), 0.0)
     draw = ImageDraw.Draw(img)
-    segments: list[tuple[int, float, float, float, float, float, float]] = []
-    for side in ("right", "left"):
-        sgn = SIGN[side]
-        hx, hy = geo.hilum(side)
-        # Trunks: (angle from lateral, degrees up), start width in px at 512.
-        trunks = [(100, 5.5), (65, 5.0), (25, 5.0), (-15, 5.5), (-50, 6.5), (-80, 7.0)]
-        if side == "left":
-            trunks = [(t + 5, w * 0.95) for t, w in trunks]
-        for ang, w in trunks:
-            ang = ang + rng.uniform(-10, 10)
-            _grow(segments, geo, side, sgn, hx, hy, np.deg2rad(ang), 0.07 + rng.uniform(0, .02),
-                  w, 0, rng)
-    segments.sort(key=lambda s: s[0], reverse=True)  # thick trunks drawn last, on top
-    for depth, x0, y0, x1, y1, w, amp in segments:
-        wpx = w * scale
-        p0 = frame.to_pixel(x0, y0)
-        p1 = frame.to_pixel(x1, y1)
-        value = amp * min(1.0, wpx)
-        draw.line([p0, p1], fill=float(value), width=max(1, int(round(wpx))))
-        del depth
+    segs = _vessel_segments(geo, rng)
+    # Thick trunks last, on top of their thinner branches; a branch's steps in order.
+    segs = segs[np.lexsort((segs[:, 8], segs[:, 7], -segs[:, 0]))]
+    ang = np.deg2rad(an.rotation_deg)
+    c, s_ = np.cos(ang), np.sin(ang)
+
+    def px(bx: np.ndarray, by: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dx, dy = bx - 0.5, by - 0.5
+        return (c * dx - s_ * dy + 0.5) * n - 0.5, (s_ * dx + c * dy + 0.5) * n - 0.5
+
+    x0, y0 = px(segs[:, 1], segs[:, 2])
+    x1, y1 = px(segs[:, 3], segs[:, 4])
+    wpx = segs[:, 5] * scale
+    value = segs[:, 6] * np.minimum(1.0, wpx)
+    width = np.maximum(1, np.rint(wpx)).astype(int)
+    # One polyline per branch (its segments share width and density): fewer draw calls.
+    branch = segs[:, 7]
+    starts = np.flatnonzero(np.r_[True, branch[1:] != branch[:-1]])
+    ends = np.r_[starts[1:], len(segs)]
+    for i, j in zip(starts.tolist(), ends.tolist(), strict=True):
+        pts = [(float(x0[i]), float(y0[i]))]
+        pts += list(zip(x1[i:j].tolist(), y1[i:j].tolist(), strict=True))
+        draw.line(pts, fill=float(value[i]), width=int(width[i]))
     arr = np.asarray(img, dtype=F32)
     arr = ndimage.gaussian_filter(arr, 1.1 * scale, truncate=3.0)
     # Hilar shadows: the main pulmonary arteries as soft lobulated blobs.
-    hil = np.zeros_like(arr)
     for side in ("right", "left"):
         hx, hy = geo.hilum(side)
         win = frame.window(hx - 0.06, hy - 0.07, hx + 0.06, hy + 0.09)
@@ -353,49 +418,107 @@ def _vessels(an: Anatomy, geo: Geometry, frame: Frame, rng: np.random.Generator)
         r1 = ((X - hx - sgn * 0.012) / 0.026) ** 2 + ((Y - hy - 0.03) / 0.055) ** 2
         r2 = ((X - hx) / 0.022) ** 2 + ((Y - hy + 0.01) / 0.022) ** 2
         blob = np.sqrt(np.clip(1 - r1, 0, None)) + 0.8 * np.sqrt(np.clip(1 - r2, 0, None))
-        hil[_sl(win)] += 0.3 * blob
-    return arr + hil
+        arr[_sl(win)] += (0.3 * blob).astype(F32)
+    return arr
 
 
-def _grow(segments: list, geo: Geometry, side: str, sgn: float, x: float, y: float,
-          ang: float, length: float, w: float, depth: int, rng: np.random.Generator) -> None:
-    """Grow one vessel branch from (x, y) and recurse into its children."""
-    steps = 3
-    amp = 0.07 + 0.035 * w
-    for _ in range(steps):
-        ang += rng.normal(0, 0.12)
-        nx = x + sgn * np.cos(ang) * length / steps
-        ny = y - np.sin(ang) * length / steps
-        a, v = abs(nx - 0.5), ny
-        if float(geo.margin(side, np.asarray(a), np.asarray(v - 0.06))) < 0.004:
-            return
-        segments.append((depth, x, y, nx, ny, w, amp))
-        x, y = nx, ny
-    if depth >= 7 or w < 0.4:
-        return
-    kids = 2 if rng.random() < 0.8 else 3
-    spread = rng.uniform(0.3, 0.55)
-    for i in range(kids):
-        off = spread * (i - (kids - 1) / 2) * (2 if kids == 2 else 1) + rng.normal(0, 0.1)
-        _grow(segments, geo, side, sgn, x, y, ang + off, length * rng.uniform(0.68, 0.85),
-              w * rng.uniform(0.62, 0.76), depth + 1, rng)
+def _vessel_segments(geo: Geometry, rng: np.random.Generator) -> np.ndarray:
+    """Grow all vessel trees generation by generation (vectorised): rows of
+    (depth, x0, y0, x1, y1, width at 512 px, density, branch id, step)."""
+    g = 160  # the lung margin on a coarse grid: one lookup per step instead of the formula
+    axis = (np.arange(g) + 0.5) / g
+    aa, vv = np.abs(axis[None, :] - 0.5), axis[:, None] - 0.06
+    grids = {side: geo.margin(side, aa, vv) for side in ("right", "left")}
+
+    def margin(side: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        i = np.clip((y * g).astype(int), 0, g - 1)
+        j = np.clip((x * g).astype(int), 0, g - 1)
+        return grids[side][i, j]
+
+    # Trunks per side: angle from lateral (degrees, up positive) and width in px at 512.
+    trunks = [(100, 5.0), (65, 4.5), (25, 5.0), (-15, 6.0), (-45, 7.0), (-75, 7.5),
+              (-100, 6.0)]
+    rows = []
+    next_id = 0
+    for side in ("right", "left"):
+        sgn = SIGN[side]
+        hx, hy = geo.hilum(side)
+        k = len(trunks)
+        x = np.full(k, hx)
+        y = np.full(k, hy)
+        tilt = 5.0 if side == "left" else 0.0
+        ang = np.deg2rad(np.array([t for t, _ in trunks]) + tilt + rng.uniform(-10, 10, k))
+        w = np.array([wd for _, wd in trunks]) * (0.95 if side == "left" else 1.0)
+        length = 0.07 + rng.uniform(0, 0.02, k)
+        for depth in range(7):
+            alive = np.ones(len(x), bool)
+            ids = next_id + np.arange(len(x))
+            next_id += len(x)
+            for step in range(3):
+                ang = ang + rng.normal(0, 0.07, len(ang))
+                nx = x + sgn * np.cos(ang) * length / 3
+                ny = y - np.sin(ang) * length / 3
+                alive &= margin(side, nx, ny) >= 0.004
+                if not alive.any():
+                    break
+                amp = 0.07 + 0.035 * w
+                rows.append(np.stack([np.full(alive.sum(), depth), x[alive], y[alive],
+                                      nx[alive], ny[alive], w[alive], amp[alive], ids[alive],
+                                      np.full(alive.sum(), step)], 1))
+                x, y = np.where(alive, nx, x), np.where(alive, ny, y)
+            grow = alive & (w >= 0.5)
+            if depth == 6 or not grow.any():
+                break
+            x, y, ang, length, w = x[grow], y[grow], ang[grow], length[grow], w[grow]
+            kids = np.where(rng.random(len(x)) < 0.8, 2, 3)
+            spread = rng.uniform(0.3, 0.55, len(x))
+            parent = np.repeat(np.arange(len(x)), kids)
+            slot = np.concatenate([np.arange(k_) - (k_ - 1) / 2 for k_ in kids])
+            mult = np.where(kids[parent] == 2, 2.0, 1.0)
+            ang = (ang[parent] + spread[parent] * slot * mult
+                   + rng.normal(0, 0.1, len(parent)))
+            x, y = x[parent], y[parent]
+            length = length[parent] * rng.uniform(0.68, 0.85, len(parent))
+            w = w[parent] * rng.uniform(0.62, 0.76, len(parent))
+    return np.concatenate(rows, 0) if rows else np.zeros((0, 9))
 
 
-def _texture(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Fine reticular lung texture: band-passed noise, shown only in aerated lung."""
-    m = max(8, n // 4)
-    low = rng.standard_normal((m, m)).astype(F32)
-    low = ndimage.zoom(low, n / m, order=1, grid_mode=True, mode="reflect")[:n, :n]
-    return (0.045 * low).astype(F32)
+def _upsample(low: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear enlargement of a coarse noise grid to ``shape``."""
+    zoom = (shape[0] / low.shape[0], shape[1] / low.shape[1])
+    out = ndimage.zoom(low, zoom, order=1, grid_mode=True, mode="reflect")
+    return out[: shape[0], : shape[1]]
+
+
+def _texture(geo: Geometry, frame: Frame, rng: np.random.Generator) -> np.ndarray:
+    """Fine reticular lung texture (coarse noise, ~6 px cells at 512) over the lung fields."""
+    n = frame.size
+    out = np.zeros((n, n), F32)
+    w = max(s.width for s in geo.sides.values()) + 0.03
+    top = min(s.apex for s in geo.sides.values()) - 0.03
+    bottom = max(s.cp_nominal for s in geo.sides.values()) + 0.14
+    win = frame.window(0.5 - w, top, 0.5 + w, bottom)
+    if win is None:
+        return out
+    h, wd = win[1] - win[0], win[3] - win[2]
+    cell = max(2, frame.size // 90)
+    low = rng.standard_normal((max(2, h // cell + 1), max(2, wd // cell + 1))).astype(F32)
+    out[_sl(win)] = F32(0.035) * _upsample(low, (h, wd))
+    return out
 
 
 def _grain(n: int, rng: np.random.Generator) -> np.ndarray:
     """Film grain plus a faint large-scale mottle, in output brightness units."""
-    g = rng.standard_normal((n, n), dtype=F32) * F32(0.014)
+    g = rng.standard_normal((n, n), dtype=F32)
+    g *= F32(0.014)
     m = max(4, n // 32)
-    mot = rng.standard_normal((m, m)).astype(F32)
-    mot = ndimage.zoom(mot, n / m, order=1, grid_mode=True, mode="reflect")[:n, :n]
-    return (g + F32(0.008) * mot).astype(F32)
+    q = max(1, n // 4)
+    mot = _upsample(rng.standard_normal((m, m)).astype(F32), (q, q)) * F32(0.008)
+    # Smooth enough to enlarge by plain repetition (4 px blocks of a 32 px field).
+    rep = -(-n // q)
+    g += np.broadcast_to(mot[:, None, :, None], (q, rep, q, rep)).reshape(q * rep, q * rep)[
+        :n, :n]
+    return g
 
 
 # --------------------------------------------------------------------------- per-scene layers
@@ -478,7 +601,16 @@ def _abdomen(lay: _Layers, geo: Geometry) -> tuple[np.ndarray, np.ndarray]:
     a = np.abs(u)
     dome = np.where(u < 0, geo.dome("right", a), geo.dome("left", a))
     below = _smooth((Y - dome) / 0.006)
-    dens = below * (0.55 + 0.15 * _smooth((Y - dome) / 0.08))
+    # Liver (patient right) a little denser; bowel gas as a few darker lucent patches.
+    # Liver (patient right) a little denser, its lower edge sloping down laterally; the
+    # spleen a faint density under the left dome.
+    d0 = geo.sides["right"].dome_top
+    edge = d0 + 0.13 + 0.12 * np.clip(-u * F32(1 / 0.35), 0.0, 1.0)
+    liver = _smooth((edge - Y) * F32(1 / 0.035)) * _smooth((0.05 - u) * F32(1 / 0.07))
+    spleen = _smooth((geo.sides["left"].dome_top + 0.1 - Y) * F32(1 / 0.04)) * _smooth(
+        (u - 0.2) * F32(1 / 0.06))
+    dens = below * (0.5 + 0.15 * _smooth((Y - dome) / 0.08) + 0.12 * liver + 0.04 * spleen)
+    dens -= below * lay.gas[_sl(win)] * _smooth((Y - dome - 0.05) / 0.05)
     if lay.bubble is not None:
         ba, dv, ra, rv = lay.bubble
         bx = ba
@@ -524,33 +656,61 @@ def _noise_field(shape: tuple[int, int], rng: np.random.Generator, sigma: float)
     return field * F32(2.0 * np.sqrt(np.pi) * sigma)
 
 
+# Effusion meniscus per size: lateral top as a share of the hemithorax height above the
+# costophrenic angle, medial level as a share above the dome top (negative: below it, so
+# the fluid only fills the lateral angle), and how steeply the surface climbs the wall.
+_EFFUSION = {"small": (0.15, -0.05, 3.2), "moderate": (0.42, 0.04, 2.2),
+             "large": (0.74, 0.2, 1.6)}
+
+
 def _effusion(cv: _Canvas, f: Finding) -> None:
-    """Fluid at the base: homogeneous density under a meniscus that climbs the lateral wall,
-    filling the costophrenic angle and hiding the dome."""
-    level = {"small": 0.0, "moderate": 0.12, "large": 0.3}[f.size]
+    """Fluid at the base: a homogeneous opacity, as dense as the liver below it, under a
+    soft concave-up meniscus that climbs the lateral chest wall. It fills the costophrenic
+    angle and hides the hemidiaphragm; the lung markings fade into it."""
+    lat_share, med_level, power = _EFFUSION[f.size]
     rng = _frng(f)
+    geo = cv.geo
     for side in f.sides:
-        sd = cv.geo.sides[side]
+        sd = geo.sides[side]
         height = sd.cp - sd.apex
-        top = sd.cp - 0.05 - level * height * rng.uniform(0.9, 1.1)
-        rise = 0.04 + 0.3 * level
-        if f.size == "small":
-            top, rise = sd.cp - 0.03, 0.03
-        win = _side_window(cv.frame, side, 0.0, sd.width + 0.03, top - rise - 0.03,
+        v_lat = sd.cp - lat_share * height * rng.uniform(0.93, 1.07)  # lateral top
+        v_med = sd.dome_top - med_level * height  # level at the mediastinum
+        soft = 0.012 + 0.012 * min(1.0, lat_share * 2)  # margin width (5-10 mm)
+        win = _side_window(cv.frame, side, 0.0, sd.width + 0.03, v_lat - 2 * soft - 0.02,
                            sd.cp + 0.03)
         if win is None:
             continue
         X, Y = cv.frame.coords(win)
         a = np.abs(X - 0.5)
-        lat = cv.geo.lateral(side, Y)
-        med = cv.geo.medial(side, Y)
+        lat = geo.lateral(side, Y)
+        med = geo.medial(side, Y)
         s = np.clip((a - med) / np.maximum(lat - med, 1e-3), 0.0, 1.0)
-        menis = top - rise * s**1.8  # concave upwards: higher laterally
-        soft = 0.006 + 0.02 * (1.0 - s)
-        fill = _smooth((Y - menis) / soft)
-        fill = fill * (0.85 + 0.15 * _smooth((Y - menis) / 0.06))
+        # Concave-up surface: flat medially, curving up ever more steeply to the wall.
+        g = (np.exp(power * s) - 1.0) * F32(1.0 / (np.exp(power) - 1.0))
+        menis = v_med + (v_lat - v_med) * g
+        dome = geo.dome(side, a)
+        # The lung's new floor: the surface or the dome, whichever is higher, rounded where
+        # they meet (a blunted angle, not a notch).
+        k = F32(0.045)
+        h = np.maximum(k - np.abs(menis - dome), 0.0) * F32(1.0 / k)
+        depth = Y - (np.minimum(menis, dome) - h * h * k * F32(0.25))
+        fill = _smooth(depth * F32(1.0 / soft))  # soft upper margin
+        # A thin layer tracks up the lateral wall above the meniscus top.
+        tail = np.exp(-np.maximum(lat - a, 0.0) * F32(1.0 / 0.008)) * _smooth(
+            (Y - (v_lat - 0.04)) * F32(1.0 / 0.04))
+        fill = np.maximum(fill, 0.55 * tail)
+        # Thickness grows below the surface: denser downwards, homogeneous deep in.
+        thick = fill * (0.6 + 0.4 * _smooth(depth * F32(1.0 / 0.06)))
+        above = 1.0 - _smooth((Y - dome) * F32(1.0 / 0.006))  # the liver/spleen lie below
+        # Inside the ribs; fading towards the mediastinum, and less over the heart, which is
+        # dense already: the heart border merges into the fluid (silhouette sign).
+        walls = _smooth((lat - a) * F32(1.0 / 0.01)) * _smooth((a - med + 0.01) * F32(1 / 0.05))
+        walls *= 1.0 - F32(0.5) * _heart_layer(cv.lay, geo)[_sl(win)]
+        body = cv.lay.body[_sl(win)]
+        liver = 0.55 + (0.06 if side == "right" else 0.0)
+        water = thick * above * walls * body * F32(1.1 * liver)
         lung = cv.air[_sl(win)]
-        cv.add(win, fill * lung * F32(AIR * 1.06))
+        cv.add(win, fill * lung * F32(AIR) + water)
         cv.cover(win, fill)
 
 
@@ -582,24 +742,26 @@ def _consolidation(cv: _Canvas, f: Finding, *, patchy: bool = False) -> None:
         hs = 0.3 * ext + 0.15
         r = np.sqrt(((s - sc) / hs) ** 2 + ((Y - vc) / hv) ** 2)
         shape = r.shape
+        env = _smooth((1.2 - r) / 0.5)  # zero well inside the window: no cut edges
+        fine = _noise_field(shape, rng, 0.006 * px)
         if patchy:
-            blotch = _noise_field(shape, rng, 0.012 * px)
-            fine = _noise_field(shape, rng, 0.005 * px)
-            field = 0.55 * (1.0 - r) + 0.35 * blotch + 0.15 * fine - 0.15
-            fill = _smooth(field / 0.3) * 0.6
+            blotch = _noise_field(shape, rng, 0.016 * px)
+            field = 0.5 * blotch + 0.12 * fine + 0.5 * (1.0 - r) - 0.22
+            fill = env * _smooth(field / 0.9) * 0.7
         else:
-            field = 1.0 - r + 0.3 * _noise_field(shape, rng, 0.02 * px)
-            fill = _smooth(field / 0.3) * _smooth((1.25 - r) / 0.3)
-            if side == "right" and f.zone == "upper":  # horizontal fissure: a sharp floor
-                fis = cv.geo.hilum("right")[1] + 0.01
-                fill = fill * _smooth((fis - Y) / 0.004)
+            field = 1.0 - r + 0.55 * _noise_field(shape, rng, 0.04 * px)
+            fill = env * _smooth(field / 0.6) * (0.88 + 0.08 * fine)
+        fill = ndimage.gaussian_filter(fill, 0.004 * px, truncate=2.5, mode="nearest")
+        if not patchy and side == "right" and f.zone == "upper":
+            fis = cv.geo.hilum("right")[1] + 0.01  # horizontal fissure: a sharp floor
+            fill = fill * _smooth((fis - Y) / 0.004)
         lung = cv.air[_sl(win)]
-        dens = fill * lung * F32(AIR * (0.85 if not patchy else 0.7))
+        dens = fill * lung * F32(AIR * 0.9)
         if not patchy:
             xs, ys = cv.geo.lung_point(side, sc, float(np.clip(
                 (vc - sd.apex) / (sd.dome_top - sd.apex), 0.05, 0.95)))
             bronchi = _bronchograms(cv, side, win, (xs, ys), hv, rng)
-            dens -= bronchi * _smooth((fill - 0.75) / 0.2) * lung * 0.5
+            dens -= bronchi * _smooth((fill - 0.6) / 0.25) * lung * 0.38
         cv.add(win, dens)
         cv.cover(win, fill * (1.0 if not patchy else 0.7))
 
@@ -633,8 +795,8 @@ def _bronchograms(cv: _Canvas, side: str, win: tuple[int, int, int, int],
                 branch(x, y, ang + off + rng.normal(0, 0.12), length * 0.72, w * 0.75, depth + 1)
 
     for k in range(3):
-        branch(sx, sy, base + (k - 1) * 0.45 + rng.normal(0, 0.1), 0.3 * reach + 0.02, 2.6, 1)
-    return ndimage.gaussian_filter(np.asarray(img, dtype=F32), 0.9 * scale, truncate=2.5)
+        branch(sx, sy, base + (k - 1) * 0.45 + rng.normal(0, 0.1), 0.3 * reach + 0.02, 2.2, 1)
+    return ndimage.gaussian_filter(np.asarray(img, dtype=F32), 1.0 * scale, truncate=2.5)
 
 
 def _sphere(cv: _Canvas, x: float, y: float, radius: float, amp: float,
@@ -658,9 +820,8 @@ def _sphere(cv: _Canvas, x: float, y: float, radius: float, amp: float,
     cv.cover(win, edge * 0.7)
 
 
-def _mm(cv: _Canvas, mm: float) -> float:
+def _mm(mm: float) -> float:
     """Millimetres to image fractions."""
-    del cv
     return mm / FIELD_MM
 
 
@@ -681,7 +842,7 @@ def _nodules(cv: _Canvas, f: Finding) -> None:
         x, y = _place(cv, side, f.zone, rng)
         d = diam * (1.0 if i == 0 else rng.uniform(0.6, 0.95))
         amp = 0.2 + 0.3 * min(d / 25.0, 1.0)
-        _sphere(cv, x, y, _mm(cv, d) / 2, amp)
+        _sphere(cv, x, y, _mm(d) / 2, amp)
 
 
 def _mass(cv: _Canvas, f: Finding) -> None:
@@ -691,11 +852,11 @@ def _mass(cv: _Canvas, f: Finding) -> None:
     x, y = _place(cv, side, f.zone, rng, margin=0.08)
     lobes = ((3, 0.1, rng.uniform(0, 6.3)), (5, 0.06, rng.uniform(0, 6.3)),
              (2, 0.05, rng.uniform(0, 6.3)))
-    _sphere(cv, x, y, _mm(cv, diam) / 2, 0.62, lobes)
+    _sphere(cv, x, y, _mm(diam) / 2, 0.62, lobes)
     for _ in range(2):  # satellite lobules give a lumpy outline
         ang = rng.uniform(0, 2 * np.pi)
-        off = _mm(cv, diam) * 0.38
-        _sphere(cv, x + off * np.cos(ang), y + off * np.sin(ang), _mm(cv, diam) * 0.26, 0.25)
+        off = _mm(diam) * 0.38
+        _sphere(cv, x + off * np.cos(ang), y + off * np.sin(ang), _mm(diam) * 0.26, 0.25)
 
 
 def _hilar(cv: _Canvas, f: Finding, *, nodes: bool = False) -> None:
@@ -737,7 +898,7 @@ def _metastases(cv: _Canvas, f: Finding) -> None:
         s = float(rng.uniform(0.15, 0.95))
         x, y = cv.geo.lung_point(side, s, t)
         d = rng.uniform(3.0, top)
-        _sphere(cv, x, y, _mm(cv, d) / 2, 0.22 + 0.25 * d / 16)
+        _sphere(cv, x, y, _mm(d) / 2, 0.22 + 0.25 * d / 16)
 
 
 def _pneumothorax(cv: _Canvas, f: Finding) -> None:
@@ -752,17 +913,22 @@ def _pneumothorax(cv: _Canvas, f: Finding) -> None:
         X, Y = cv.frame.coords(win)
         a = np.abs(X - 0.5)
         k = 1.0 - collapse
+        # The lung shrinks towards its medial base: the gap opens at the apex and laterally,
+        # widest at the apex and narrowing down the lateral wall (air rises when upright).
         ca = float(geo.medial(side, 0.45)) + 0.01
-        cy = geo.hilum(side)[1] + 0.12
-        ma = ca + (a - ca) / k
-        mv = cy + (Y - cy) / (k * (0.95 if f.size != "small" else 1.0))
-        inner = geo.margin(side, ma, mv) * k  # margin of the collapsed lung
+        cy = sd.dome_top + 0.02
+        up = np.clip((cy - Y) * F32(1.0 / (cy - sd.apex)), 0.0, 1.0)
+        ka = 1.0 - collapse * (0.35 + 0.65 * up)
+        ma = ca + (a - ca) / ka
+        mv = cy + (Y - cy) / k
+        inner = geo.margin(side, ma, mv) * np.minimum(ka, k)  # margin of the collapsed lung
         outer = geo.margin(side, a, Y)
         px = 1.0 / cv.frame.size
         lung_in = _smooth(inner / (1.5 * px) + 0.5)
         space = _smooth(outer / 0.004) * (1.0 - lung_in)
         line = np.exp(-((inner / (0.9 * px * max(1.0, cv.frame.size / 512))) ** 2))
         line *= _smooth((outer - 0.006) / 0.006)
+        line *= _smooth((a - geo.medial(side, Y) - 0.035) / 0.02)  # not along the mediastinum
         air = cv.air[_sl(win)]
         dens = -0.22 * space * air + 0.3 * line + 0.12 * collapse * lung_in * air
         cv.add(win, dens)
@@ -820,6 +986,19 @@ def density(scene: Scene, size: int = 512) -> np.ndarray:
     return d
 
 
+_LUT_MAX = 5.0  # density range of the film curve table
+_LUT_STEPS = 8192
+
+
+@cache
+def _film_curve(exposure: float, contrast: float) -> np.ndarray:
+    """Characteristic curve: density -> brightness, tabulated (a table is faster than exp)."""
+    d = (np.arange(_LUT_STEPS, dtype=np.float64) + 0.5) * (_LUT_MAX / _LUT_STEPS)
+    out = ((1.0 - np.exp(-(0.9 / exposure) * d)) ** (1.1 * contrast)).astype(F32)
+    out.setflags(write=False)
+    return out
+
+
 def render(scene: Scene, size: int = 512) -> np.ndarray:
     """The PA radiograph of ``scene`` as uint8 (size × size); deterministic."""
     lay = _layers(scene.anatomy, size)
@@ -830,4 +1009,71 @@ def render(scene: Scene, size: int = 512) -> np.ndarray:
     img = img ** F32(1.1 * an.contrast)
     img += lay.grain
     img = ndimage.gaussian_filter(img, 0.55 * size / 512, truncate=3.0)
+    return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- lateral view
+
+def _lateral_density(scene: Scene, size: int) -> np.ndarray:
+    """A plain lateral chest (anterior to the left): enough for a study's second image."""
+    an = scene.anatomy
+    geo = Geometry(an, scene)
+    X, Y = Frame(size, an.rotation_deg * 0.5).coords((0, size, 0, size))
+    neck = _smooth((0.14 - Y) / 0.1)
+    front = 0.2 + 0.13 * neck + 0.03 * _smooth((Y - 0.75) / 0.25)
+    back = 0.84 - 0.1 * neck
+    mid, half = (front + back) / 2, (back - front) / 2
+    r = np.abs(X - mid) / half
+    d = np.sqrt(np.clip(1.0 - r * r, 0.0, None)) * F32(TISSUE * 1.2 * an.soft_tissue)
+    # Lungs between sternum and spine, rounded apex; the posterior sulcus is lowest.
+    dome_front = min(s.dome_top for s in geo.sides.values()) + 0.02
+    dome_back = max(s.cp for s in geo.sides.values()) + 0.05
+    spine = 0.7 + 0.03 * np.sin(np.pi * np.clip(Y, 0.0, 1.0))
+    t = (X - 0.27) / 0.43
+    tc = np.clip(t, 0.0, 1.0)
+    dome = (dome_front - 0.05 * np.sin(np.pi * tc) + (dome_back - dome_front) * tc**2.5
+            + 0.3 * np.clip(-t, 0.0, None))
+    top = an.lung_top + 0.02
+    yc = (top + dome_back) / 2
+    hy = (dome_back - top) / 2
+    blob = 1.0 - np.abs((X - 0.49) / 0.235) ** 2.5 - np.abs((Y - yc) / hy) ** 2.5
+    lung_m = np.minimum(blob * 0.12, np.minimum(spine - 0.01 - X, dome - Y))
+    air = _smooth(lung_m / 0.015) * (0.75 + 0.25 * np.sqrt(_smooth(lung_m / 0.08)))
+    below = _smooth((Y - dome) / 0.008) * (r < 1)
+    # Heart: anterior and low, on the diaphragm; larger with cardiomegaly.
+    grow = max(0.0, geo.ctr - an.ctr)
+    hx, hy = 0.42 + 0.2 * grow, dome_front - 0.08
+    hr = ((X - hx) / (0.15 + 0.3 * grow)) ** 2 + ((Y - hy) / (0.13 + 0.2 * grow)) ** 2
+    heart = _smooth((1.0 - hr) / 0.25) * (1.0 - below)
+    fluid = np.zeros_like(X)
+    for f in scene.findings:
+        if f.kind == "pleural_effusion":  # layering fluid fills the posterior sulcus
+            level = {"small": 0.04, "moderate": 0.1, "large": 0.2}[f.size]
+            menis = dome_back - level - 0.06 * tc**1.5
+            fluid = np.maximum(fluid, _smooth((Y - menis) / 0.012) * _smooth((X - 0.5) / 0.05))
+    lung = air * (1.0 - 0.7 * heart) * (1.0 - fluid)
+    d = d - lung * F32(AIR) + heart * 0.3 + below * 0.55
+    # Vertebral bodies with darker discs, the sternum in front, the trachea's air column.
+    ph = (Y / ((an.dome_right - an.lung_top) / (an.rib_count - 0.3))) % 1.0
+    body = _smooth((0.045 - np.abs(X - spine - 0.045)) / 0.012)
+    body *= 0.45 - 0.22 * np.exp(-(((ph - 0.92) / 0.08) ** 2))
+    stern = _smooth((0.01 - np.abs(X - front - 0.02)) / 0.005) * _smooth((Y - 0.2) / 0.02)
+    stern *= _smooth((0.6 - Y) / 0.02)
+    tr = _smooth((0.02 - np.abs(X - (0.42 + 0.22 * Y))) / 0.008) * _smooth((0.37 - Y) / 0.03)
+    d = d + body * (r < 1) + 0.45 * stern - 0.2 * tr
+    return d.astype(F32)
+
+
+def render_lateral(scene: Scene, size: int = 512) -> np.ndarray:
+    """The lateral view of ``scene`` as uint8 (size × size); deterministic.
+
+    Drawn at half resolution and enlarged: it is a companion image, not a test object.
+    """
+    half = max(32, size // 2)
+    d = _lateral_density(scene, half)
+    d = ndimage.zoom(d, size / half, order=1, grid_mode=True, mode="nearest")[:size, :size]
+    an = scene.anatomy
+    rng = np.random.default_rng([an.seed, 3])
+    img = 1.0 - np.exp(-F32(0.85 / an.exposure) * np.maximum(d, 0.0))
+    img = img ** F32(1.1 * an.contrast) + rng.standard_normal(d.shape, dtype=F32) * F32(0.012)
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)

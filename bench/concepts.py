@@ -1,0 +1,350 @@
+"""Benchmark of the concept extractor: reports/s on one process and on two.
+
+A deterministic synthetic corpus of MIMIC-CXR-like reports (headers, "___" placeholders, hard
+line wraps, numbered impressions, all 17 concepts under every kind of cue) stands in for the
+credentialed reports, which cannot ship with the repository. The default size mirrors
+MIMIC-CXR (227,835 reports). A naive extractor in the style of the CoRPA reference code is timed
+on a subset in the same run, for the ratio.
+
+    .venv/bin/python bench/concepts.py [--reports N] [--processes 1 2] [--baseline-reports N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from advbench.concepts.extract import ConceptExtractor  # noqa: E402
+
+MIMIC_REPORTS = 227_835
+TARGET_PER_SECOND = 15_000  # one process
+TARGET_ALL_SECONDS = 30.0  # all MIMIC-CXR reports, two processes
+
+# --- synthetic corpus ---------------------------------------------------------------------
+
+INDICATIONS = [
+    "___M with cough and fever, eval for pneumonia",
+    "___F with shortness of breath",
+    "___-year-old woman with history of breast cancer, now with dyspnea.",
+    "___M s/p CABG, eval for effusion",
+    "___F with chest pain",
+    "History: ___M with CHF exacerbation",
+    "___M intubated, evaluate ET tube position",
+    "___F with known lung mass, interval evaluation",
+    "___M s/p right chest tube placement for pneumothorax",
+]
+TECHNIQUES = ["Chest PA and lateral", "Portable AP chest", "Single frontal view of the chest"]
+COMPARISONS = ["None.", "___", "Chest radiograph ___.", "Prior exam from ___.", "CT chest ___"]
+NORMAL_FINDINGS = [
+    "The lungs are clear without focal consolidation, pleural effusion or pneumothorax.",
+    "There is no focal consolidation, pleural effusion or pneumothorax.",
+    "The cardiomediastinal silhouette is normal.",
+    "Heart size is normal. The mediastinal and hilar contours are unremarkable.",
+    "Imaged osseous structures are intact. No free air below the right hemidiaphragm is seen.",
+    "Lungs are well expanded and clear. No pleural effusion.",
+    "No acute osseous abnormality. Minimal degenerative changes of the thoracic spine.",
+    "There is no pneumothorax.",
+    "Costophrenic angles are sharp.",
+]
+FINDING_SENTENCES = [
+    "There is a {size} {side} pleural effusion with adjacent atelectasis.",
+    "{Size} {side} pleural effusion is unchanged compared to the prior study.",
+    "Patchy opacity at the {side} lung base may represent atelectasis, though infection "
+    "cannot be excluded.",
+    "There is focal consolidation in the {side} lower lobe, concerning for pneumonia.",
+    "{Side} lower lobe consolidative opacity with air bronchograms.",
+    "A {cm} cm nodule in the {side} upper lobe is suspicious for neoplasm.",
+    "There is a {cm} cm spiculated mass in the {side} upper lobe with {side} hilar fullness.",
+    "Mediastinal lymphadenopathy is suspected.",
+    "Multiple bilateral pulmonary nodules, consistent with metastatic disease.",
+    "Moderate cardiomegaly is stable. Mild pulmonary vascular congestion.",
+    "The heart is mildly enlarged.",
+    "Heart size is borderline.",
+    "There is a small {side} apical pneumothorax, which is unchanged.",
+    "The {side} pneumothorax has resolved after chest tube placement.",
+    "No change in the moderate {side} pleural effusion.",
+    "Blunting of the {side} costophrenic angle, possibly a small effusion.",
+    "Loculated fluid is seen in the {side} major fissure.",
+    "Moderate {side} pleural effusion with a meniscus sign.",
+    "The lungs are hyperinflated with flattening of the diaphragms.",
+    "Bibasilar opacities likely reflect atelectasis; pneumonia is less likely.",
+    "Ground-glass opacities in both lower lobes could represent atypical infection or "
+    "edema.",
+    "Previously seen {side} lower lobe consolidation has nearly resolved.",
+    "No new consolidation to suggest pneumonia.",
+    "Right upper lobe opacity versus atelectasis.",
+    "Diffuse reticulonodular pattern is unchanged.",
+    "Endotracheal tube terminates 4 cm above the carina. Nasogastric tube courses below the "
+    "diaphragm with the tip out of view.",
+    "Right internal jugular central venous catheter terminates in the mid SVC.",
+    "Sternotomy wires are intact. There is no pneumothorax.",
+    "Evaluation is limited by low lung volumes and patient rotation.",
+]
+IMPRESSIONS = [
+    "No acute cardiopulmonary process.",
+    "{Side} lower lobe pneumonia.",
+    "Small {side} pleural effusion, slightly increased.",
+    "Possible early pneumonia at the {side} base.",
+    "Stable moderate cardiomegaly without pulmonary edema.",
+    "{Side} upper lobe mass, concerning for malignancy. Recommend CT for further evaluation.",
+    "No pneumothorax.",
+    "Lines and tubes in appropriate position.",
+    "Findings were discussed with Dr. ___ at 10:15 a.m. on ___.",
+]
+
+
+def _wrap(text: str, width: int = 77) -> str:
+    """Hard line wraps like the MIMIC-CXR reports (a leading space on every line)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "\n".join(" " + x for x in lines)
+
+
+def synthetic_report(rng: random.Random) -> str:
+    """One MIMIC-like report; its shape and length vary like the real ones."""
+
+    def fill(s: str) -> str:
+        side = rng.choice(["right", "left"])
+        size = rng.choice(["small", "moderate", "large", "trace"])
+        return s.format(side=side, Side=side.capitalize(), size=size, Size=size.capitalize(),
+                        cm=rng.choice(["1.2", "2.5", "3", "0.8"]))
+
+    n_find = rng.choice([1, 2, 3, 3, 4, 5, 6, 8])
+    sentences = [fill(s) for s in rng.sample(FINDING_SENTENCES, n_find)]
+    sentences += rng.sample(NORMAL_FINDINGS, rng.choice([1, 2, 3]))
+    rng.shuffle(sentences)
+    findings = "  ".join(sentences)
+    impression = [fill(s) for s in rng.sample(IMPRESSIONS, rng.choice([1, 1, 2, 3]))]
+    shape = rng.random()
+    if shape < 0.08:  # no headers at all
+        return _wrap(findings + "  " + " ".join(impression)) + "\n"
+    if shape < 0.16:  # impression only
+        return " IMPRESSION:  " + _wrap(" ".join(impression)).lstrip() + "\n"
+    parts = []
+    if shape < 0.22:
+        parts += [" WET READ: ___ ___ ___ 10:42 PM", _wrap(impression[0]), " " + "_" * 78]
+    parts += [
+        " " * 33 + "FINAL REPORT",
+        " EXAMINATION:  CHEST (PA AND LAT)",
+        "",
+        " INDICATION:  " + rng.choice(INDICATIONS),
+        "",
+        " TECHNIQUE:  " + rng.choice(TECHNIQUES),
+        "",
+        " COMPARISON:  " + rng.choice(COMPARISONS),
+        "",
+        " FINDINGS:",
+        "",
+        _wrap(findings),
+        "",
+        " IMPRESSION:",
+        "",
+    ]
+    if len(impression) > 1:
+        parts += [_wrap(f"{i}.  {s}") for i, s in enumerate(impression, 1)]
+    else:
+        parts.append(_wrap(impression[0]))
+    return "\n".join(parts) + "\n"
+
+
+def corpus(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [synthetic_report(rng) for _ in range(n)]
+
+
+# --- naive baseline in the style of the CoRPA reference -----------------------------------
+
+BASELINE_PHRASES = {
+    "unremarkable": ["normal", "unremarkable", "lungs clear", "no acute"],
+    "mass": ["mass", "carcinoma", "neoplasm", "tumor", "malignancy", "cavitary lesion"],
+    "nodule": ["nodule", "nodular opacity"],
+    "irregular_hilum": ["hilar mass", "hilar opacity", "enlarged hilum", "full hilum"],
+    "adenopathy": ["adenopathy", "lymphadenopathy", "enlarged lymph node"],
+    "irregular_parenchyma": ["metastases", "metastatic disease", "carcinomatosis"],
+    "pneumonitis": ["pneumonia", "pneumonitis", "airspace disease", "air bronchogram"],
+    "consolidation": ["consolidation"],
+    "infection": ["infection", "infectious"],
+    "opacity": ["patchy opacity", "airspace opacity", "ground-glass opacity", "opacities"],
+    "effusion": ["effusion"],
+    "fluid": ["pleural fluid", "fluid collection", "layering fluid"],
+    "meniscus_sign": ["meniscus sign"],
+    "costophrenic_blunting": ["blunting of the costophrenic angle"],
+    "enlarged_heart": ["cardiomegaly", "enlarged heart", "enlarged cardiac silhouette"],
+    "absent_lung_markings": ["pneumothorax", "pneumothoraces", "hydropneumothorax"],
+    "irregular_diaphragm": ["flattening of the hemidiaphragm", "inversion of the hemidiaphragm"],
+}
+
+
+def baseline_extract(text: str) -> dict[str, int]:
+    """Lower-case, keep FINDINGS/IMPRESSION, split on full stops, substring-match phrases,
+    drop sentences that start with "no"; binary output."""
+    low = text.lower()
+    kept = ""
+    for header in ("findings:", "impression:"):
+        i = low.find(header)
+        if i >= 0:
+            j = min((k for k in (low.find(h, i + 1) for h in ("impression:", "findings:"))
+                     if k > i), default=len(low))
+            kept += " " + low[i + len(header) : j]
+    if not kept:
+        kept = low
+    found = dict.fromkeys(BASELINE_PHRASES, 0)
+    for sentence in kept.split("."):
+        s = sentence.strip()
+        if s.startswith("no ") or s.startswith("there is no"):
+            continue
+        for cut in (" without ", " no ", "rule out"):
+            k = s.find(cut)
+            if k >= 0:
+                s = s[:k]
+        for concept, phrases in BASELINE_PHRASES.items():
+            for p in phrases:
+                if p in s:
+                    found[concept] = 1
+                    break
+    return found
+
+
+# --- timing -------------------------------------------------------------------------------
+
+_WORKER: ConceptExtractor | None = None
+_TEXTS: list[str] = []  # the corpus, inherited by forked workers (not pickled to them)
+
+
+def _init_worker() -> None:
+    global _WORKER
+    _WORKER = ConceptExtractor()
+
+
+def _work(span: tuple[int, int]) -> int:
+    assert _WORKER is not None
+    extract = _WORKER.extract
+    n = 0
+    for text in _TEXTS[span[0] : span[1]]:
+        n += len(extract(text).mentions)
+    return n
+
+
+def time_one_process(texts: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds for one process to extract every report (extractor built before).
+
+    The CPU time is what the process itself used: on a shared machine it is the steadier
+    figure; the wall time is the one judged.
+    """
+    extractor = ConceptExtractor()
+    extract = extractor.extract
+    c0, t0 = time.process_time(), time.perf_counter()
+    for text in texts:
+        extract(text)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def time_pool(texts: list[str], processes: int, chunk: int = 2000) -> float:
+    """Seconds end to end with a process pool: start the workers, compile the lexicon in each,
+    extract every report, collect. Workers are forked and read the corpus they inherit; where
+    fork is not available the chunks are sent to them instead."""
+    global _TEXTS
+    _TEXTS = texts
+    spans = [(i, min(i + chunk, len(texts))) for i in range(0, len(texts), chunk)]
+    if "fork" in mp.get_all_start_methods():
+        ctx = mp.get_context("fork")
+        work, items = _work, spans
+    else:
+        ctx = mp.get_context()
+        work, items = _work_texts, [texts[a:b] for a, b in spans]
+    t0 = time.perf_counter()
+    with ctx.Pool(processes, initializer=_init_worker) as pool:
+        for _ in pool.imap_unordered(work, items):
+            pass
+    return time.perf_counter() - t0
+
+
+def _work_texts(chunk: list[str]) -> int:
+    assert _WORKER is not None
+    return sum(len(_WORKER.extract(text).mentions) for text in chunk)
+
+
+def time_baseline(texts: list[str]) -> float:
+    t0 = time.perf_counter()
+    for text in texts:
+        baseline_extract(text)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reports", type=int, default=MIMIC_REPORTS)
+    ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--baseline-reports", type=int, default=10_000,
+                    help="subset timed with both the extractor and the naive baseline")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    texts = corpus(args.reports, args.seed)
+    built = time.perf_counter() - t0
+    mean_chars = sum(map(len, texts)) / len(texts)
+    print(f"corpus: {len(texts):,} synthetic MIMIC-like reports, mean {mean_chars:.0f} chars "
+          f"(built in {built:.1f} s); cpus: {os.cpu_count()}")
+
+    t0 = time.perf_counter()
+    ConceptExtractor()
+    compile_s = time.perf_counter() - t0
+
+    results: dict[int, float] = {}
+    cpu_one = 0.0
+    for p in args.processes:
+        if p == 1:
+            results[1], cpu_one = time_one_process(texts)
+        else:
+            results[p] = time_pool(texts, p)
+
+    subset = texts[: args.baseline_reports]
+    ours, _ = time_one_process(subset)
+    naive = time_baseline(subset)
+
+    rows = [("lexicon compile (once per process)", f"{compile_s:.2f} s", "", "")]
+    if 1 in results:
+        rate = len(texts) / results[1]
+        rows.append(("reports/s, 1 process", f"{rate:,.0f}", f">= {TARGET_PER_SECOND:,}",
+                     "PASS" if rate >= TARGET_PER_SECOND else "FAIL"))
+        rows.append(("reports/s, 1 process, by its CPU time", f"{len(texts) / cpu_one:,.0f}", "",
+                     ""))
+        rows.append(("seconds for the corpus, 1 process", f"{results[1]:.1f}", "", ""))
+    for p, secs in results.items():
+        if p == 1:
+            continue
+        scaled = secs * MIMIC_REPORTS / len(texts)
+        rows.append((f"seconds for the corpus, {p} processes (end to end)", f"{secs:.1f}", "",
+                     ""))
+        rows.append((f"seconds for {MIMIC_REPORTS:,} reports, {p} processes", f"{scaled:.1f}",
+                     f"< {TARGET_ALL_SECONDS:.0f}",
+                     "PASS" if scaled < TARGET_ALL_SECONDS else "FAIL"))
+        if 1 in results:
+            rows.append((f"speed-up, {p} processes vs 1", f"{results[1] / secs:.2f}x", "", ""))
+    rows.append((f"naive CoRPA-style baseline, reports/s ({len(subset):,} reports)",
+                 f"{len(subset) / naive:,.0f}", "", ""))
+    rows.append(("extractor vs baseline speed (same subset)", f"{naive / ours:.2f}x", "", ""))
+
+    w = max(len(r[0]) for r in rows)
+    print(f"\n{'measure':<{w}}  {'value':>10}  {'target':>10}  result")
+    for name, value, target, verdict in rows:
+        print(f"{name:<{w}}  {value:>10}  {target:>10}  {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
