@@ -55,38 +55,54 @@ NORMAL_FINDINGS = [
 ]
 FINDING_SENTENCES = [
     "There is a {size} {side} pleural effusion with adjacent atelectasis.",
-    "{Size} {side} pleural effusion is unchanged compared to the prior study.",
-    "Patchy opacity at the {side} lung base may represent atelectasis, though infection "
+    "{Size} {side} pleural effusion is {change} compared to the prior study.",
+    "{Desc} opacity at the {side} {loc} may represent atelectasis, though infection "
     "cannot be excluded.",
-    "There is focal consolidation in the {side} lower lobe, concerning for pneumonia.",
-    "{Side} lower lobe consolidative opacity with air bronchograms.",
-    "A {cm} cm nodule in the {side} upper lobe is suspicious for neoplasm.",
-    "There is a {cm} cm spiculated mass in the {side} upper lobe with {side} hilar fullness.",
+    "There is focal consolidation in the {side} {loc}, concerning for pneumonia.",
+    "{Side} {loc} consolidative opacity with air bronchograms.",
+    "A {cm} cm nodule in the {side} {loc} is suspicious for neoplasm.",
+    "There is a {cm} cm spiculated mass in the {side} {loc} with {side} hilar fullness.",
     "Mediastinal lymphadenopathy is suspected.",
     "Multiple bilateral pulmonary nodules, consistent with metastatic disease.",
-    "Moderate cardiomegaly is stable. Mild pulmonary vascular congestion.",
-    "The heart is mildly enlarged.",
+    "{Grade} cardiomegaly is {change}. Mild pulmonary vascular congestion.",
+    "The heart is {grade} enlarged.",
     "Heart size is borderline.",
-    "There is a small {side} apical pneumothorax, which is unchanged.",
+    "There is a {size} {side} apical pneumothorax, which is {change}.",
     "The {side} pneumothorax has resolved after chest tube placement.",
-    "No change in the moderate {side} pleural effusion.",
-    "Blunting of the {side} costophrenic angle, possibly a small effusion.",
+    "No change in the {size} {side} pleural effusion.",
+    "Blunting of the {side} costophrenic angle, possibly a {size} effusion.",
     "Loculated fluid is seen in the {side} major fissure.",
-    "Moderate {side} pleural effusion with a meniscus sign.",
+    "{Size} {side} pleural effusion with a meniscus sign.",
     "The lungs are hyperinflated with flattening of the diaphragms.",
-    "Bibasilar opacities likely reflect atelectasis; pneumonia is less likely.",
-    "Ground-glass opacities in both lower lobes could represent atypical infection or "
-    "edema.",
-    "Previously seen {side} lower lobe consolidation has nearly resolved.",
-    "No new consolidation to suggest pneumonia.",
-    "Right upper lobe opacity versus atelectasis.",
-    "Diffuse reticulonodular pattern is unchanged.",
-    "Endotracheal tube terminates 4 cm above the carina. Nasogastric tube courses below the "
-    "diaphragm with the tip out of view.",
-    "Right internal jugular central venous catheter terminates in the mid SVC.",
+    "{Desc} bibasilar opacities likely reflect atelectasis; pneumonia is less likely.",
+    "{Desc} opacities in both lower lobes could represent atypical infection or edema.",
+    "Previously seen {side} {loc} consolidation has nearly resolved.",
+    "No {new}consolidation to suggest pneumonia.",
+    "{Side} {loc} opacity versus atelectasis.",
+    "Diffuse reticulonodular pattern is {change}.",
+    "There is no {neg_list}.",
+    "No {neg_list} is seen.",
+    "{Desc} {side} {loc} opacity is {change}, {hedge} pneumonia.",
+    "The {side} costophrenic angle is sharp.",
+    "Endotracheal tube terminates {cm} cm above the carina. Nasogastric tube courses below "
+    "the diaphragm with the tip out of view.",
+    "{Side} internal jugular central venous catheter terminates in the mid SVC.",
     "Sternotomy wires are intact. There is no pneumothorax.",
     "Evaluation is limited by low lung volumes and patient rotation.",
 ]
+SIDES = ["right", "left"]
+SIZES = ["small", "moderate", "large", "trace", "tiny", "small-to-moderate", "moderate-sized"]
+LOCATIONS = ["lower lobe", "upper lobe", "lung base", "mid lung", "middle lobe", "lingula",
+             "retrocardiac region", "perihilar region", "apex", "costophrenic region"]
+DESCRIPTORS = ["patchy", "hazy", "ill-defined", "streaky", "confluent", "ground-glass",
+               "airspace", "subtle", "increased", "new", "faint", "linear"]
+CHANGES = ["unchanged", "stable", "slightly increased", "slightly decreased", "new",
+           "improved", "worse", "similar", "more conspicuous", "less prominent"]
+GRADES = ["mildly", "moderately", "markedly", "slightly", "severely"]
+HEDGES = ["concerning for", "possibly", "suspicious for", "which may represent",
+          "likely representing", "compatible with", "worrisome for", "could reflect"]
+NEGATED = ["focal consolidation", "pleural effusion", "pneumothorax", "pulmonary edema",
+           "large effusion", "confluent consolidation", "definite pneumonia", "mass"]
 IMPRESSIONS = [
     "No acute cardiopulmonary process.",
     "{Side} lower lobe pneumonia.",
@@ -117,10 +133,17 @@ def synthetic_report(rng: random.Random) -> str:
     """One MIMIC-like report; its shape and length vary like the real ones."""
 
     def fill(s: str) -> str:
-        side = rng.choice(["right", "left"])
-        size = rng.choice(["small", "moderate", "large", "trace"])
+        side, size, loc = rng.choice(SIDES), rng.choice(SIZES), rng.choice(LOCATIONS)
+        desc, grade = rng.choice(DESCRIPTORS), rng.choice(GRADES)
+        negated = rng.sample(NEGATED, rng.choice([1, 2, 3, 3, 4]))
+        neg_list = negated[0] if len(negated) == 1 else (
+            ", ".join(negated[:-1]) + rng.choice([", or ", " or ", ", nor "]) + negated[-1])
         return s.format(side=side, Side=side.capitalize(), size=size, Size=size.capitalize(),
-                        cm=rng.choice(["1.2", "2.5", "3", "0.8"]))
+                        loc=loc, desc=desc, Desc=desc.capitalize(), grade=grade,
+                        Grade=grade.capitalize(), change=rng.choice(CHANGES),
+                        hedge=rng.choice(HEDGES), neg_list=neg_list,
+                        new=rng.choice(["", "new ", "definite ", "focal "]),
+                        cm=rng.choice(["1.2", "2.5", "3", "0.8", "4.5", "1.6"]))
 
     n_find = rng.choice([1, 2, 3, 3, 4, 5, 6, 8])
     sentences = [fill(s) for s in rng.sample(FINDING_SENTENCES, n_find)]

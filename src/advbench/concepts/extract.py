@@ -158,6 +158,8 @@ _END = r"(?![a-z0-9])"
 _SPACE, _HYPHEN = "\x00sp", "\x00hy"  # trie symbols for a phrase's space and hyphen
 _SYMBOL_REGEX = {_SPACE: _SP, _HYPHEN: _HY}
 _EXPANSION_BUDGET = 48  # literal variants one phrase may expand into for the trie
+# Initial letters of report words, most frequent first.
+_LETTER_RANK = {c: i for i, c in enumerate("tcpilansefrmwohbdugvkqyjxz")}
 
 
 class LexiconError(ValueError):
@@ -375,8 +377,10 @@ class _Compiled:
 
     def _emit(self, node: _Node, marked: bool, top: bool = False) -> str:
         # Longer phrases first: continuations of the path, then the phrases ending here.
+        # Common first letters first: the engine tries the branches in order.
         alts = []
-        for sym in sorted(node.children, key=lambda c: (c in _SYMBOL_REGEX, c)):
+        rank = _LETTER_RANK.get
+        for sym in sorted(node.children, key=lambda c: (c in _SYMBOL_REGEX, rank(c, 99), c)):
             child, lit = node.children[sym], _SYMBOL_REGEX.get(sym) or re.escape(sym)
             while len(child.children) == 1 and not child.rests:
                 (sym2, child), = child.children.items()
@@ -528,6 +532,7 @@ class ConceptExtractor:
         self._group_entry = compiled.group_entry
         self._cache: dict[str, tuple[int, _Entry, int]] = {}  # token text -> entry
         self._clauses: dict[str, tuple] = {}  # clause text -> its mentions
+        self._states: dict[frozenset, tuple] = {}  # concept priorities -> states, labels
         brk = lex.get("paragraph_break")
         self._breaks = re.compile(brk) if brk else None
         self._sections = SectionSplitter(lex.get("sections") or {"kept": {}, "dropped": []})
@@ -548,18 +553,25 @@ class ConceptExtractor:
                 if len(scan) != len(low):  # the break pattern matched more than one character
                     scan = self._breaks.sub(_breaks_to_marks, low)
             scan = " " + scan.translate(_SCAN_TABLE)
-            for sec in self._sections.kept(text, low):
-                self._scan(text, low, scan, sec.name, sec.start, sec.end, mentions, best)
-        concepts = dict(_ALL_ABSENT)
-        if best:
-            if "unremarkable" in best:
-                sick = any(p >= 2 for c, p in best.items() if c != "unremarkable")
-                best["unremarkable"] = 1 if sick else 3
+            for name, start, end, _ in self._sections.kept_spans(text, low):
+                self._scan(text, low, scan, name, start, end, mentions, best)
+        if not best:
+            return ConceptResult(dict(_ALL_ABSENT), dict(_ALL_ABSENT_LABELS), mentions)
+        if "unremarkable" in best:
+            sick = any(p >= 2 for c, p in best.items() if c != "unremarkable")
+            best["unremarkable"] = 1 if sick else 3
+        key = frozenset(best.items())
+        states = self._states.get(key)
+        if states is None:  # few combinations of states occur: build each once
+            concepts = dict(_ALL_ABSENT)
             names = _STATE_OF_PRIORITY
             for c, p in best.items():
                 concepts[c] = names[p]
-            return ConceptResult(concepts, _labels(best), mentions)
-        return ConceptResult(concepts, dict(_ALL_ABSENT_LABELS), mentions)
+            states = (concepts, _labels(best))
+            if len(self._states) >= self._CACHE_LIMIT:
+                self._states.clear()
+            self._states[key] = states
+        return ConceptResult(dict(states[0]), dict(states[1]), mentions)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -583,79 +595,97 @@ class ConceptExtractor:
 
     def _scan(self, text: str, low: str, scan: str, section: str, start: int, end: int,
               mentions: list[Mention], best: dict[str, int]) -> None:
-        """Tokens of one kept section, clause by clause, into mentions."""
-        clause: list[tuple[_Entry, int, int]] = []
-        has_mention = has_cue = False
-        pending: list[tuple] = []  # (concept, state, start, end, trigger) of this sentence
+        """Tokens of one kept section, clause by clause, into mentions.
+
+        The hot loop of the extractor. A clause's result is cached by its text, so the loop
+        only notes where each clause starts and whether it names a finding; the clause is
+        tokenized again, and resolved, only when the cache does not know its text.
+        """
+        has_mention = False
+        clause_at = -1  # where the clause's first token starts in the scanned text
+        pending: list[tuple] = []  # (first token offset, mentions) of this sentence's clauses
         sent_start = start
-        resolve = self._clause
         get = self._cache.get
+        clauses = self._clauses.get
         # scan[i] is low[i - 1]: the window starts on the separator before the section's first
         # word (the blank lines after a header are skipped)
         first = _NON_SPACE.search(low, start, end)
         if first is None:
             return
-        w0 = first.start()
         e1 = end + 1
-        for m in self._finditer(scan, w0, e1):
+        for m in self._finditer(scan, first.start(), e1):
             info = get(m.group())
             if info is None:
                 info = self._lookup(scan, m, e1)
             kind = info[0]
-            if kind > _CUE:
-                if kind == _IGNORE:
-                    continue
+            if kind <= _CUE:
+                if clause_at < 0:
+                    clause_at = m.start()
+                    base = clause_at - 1 + info[2]
+                if kind == _MENTION:
+                    has_mention = True
+            elif kind != _IGNORE:
                 s = m.start() - 1
-                if clause:
-                    if has_mention:
-                        resolve(low, clause, has_cue, s, pending)
-                        has_mention = has_cue = False
-                    clause = []
+                if has_mention:
+                    done = clauses(low[base:s])
+                    if done is None:
+                        done = self._clause(low, scan, clause_at, e1, base, s)
+                    if done:
+                        pending.append((base, done))
+                    has_mention = False
+                clause_at = -1
                 if kind == _SENT:
                     if pending:
                         _flush(text, section, sent_start, s, pending, mentions, best)
                         pending = []
                     sent_start = m.end() - 1
-                continue
-            s, t = m.span()
-            e = info[1]
-            clause.append((e, s - 1 + info[2], t - 1))
-            if kind == _MENTION:
-                has_mention = True
-                if e.cue is not None:
-                    clause.append((e.cue, s - 1 + info[2], t - 1))
-                    has_cue = True
-            elif kind == _CUE:
-                has_cue = True
         if has_mention:
-            resolve(low, clause, has_cue, end, pending)
+            done = clauses(low[base:end])
+            if done is None:
+                done = self._clause(low, scan, clause_at, e1, base, end)
+            if done:
+                pending.append((base, done))
         if pending:
             _flush(text, section, sent_start, end, pending, mentions, best)
 
-    def _clause(self, low: str, clause: list[tuple[_Entry, int, int]], has_cue: bool,
-                clause_end: int, pending: list) -> None:
-        """The mentions of one clause, cached by the clause's text.
+    def _clause(self, low: str, scan: str, at: int, endpos: int, base: int,
+                clause_end: int) -> tuple:
+        """The mentions of a clause the cache does not know, offsets relative to its start.
 
         The states depend only on the text from the clause's first token to its end (the
         tokens, the cues and the words between them), and report text repeats a lot ("no
-        pleural effusion or pneumothorax"), so the result is kept with offsets relative to the
-        first token.
+        pleural effusion or pneumothorax"), so the result is cached by that text.
         """
-        base = clause[0][1]
-        key = low[base:clause_end]
-        done = self._clauses.get(key)
-        if done is None:
-            out: list[tuple] = []
-            if has_cue:
-                self._resolve(low, clause, clause_end, out)
-            else:
-                _plain(low, clause, out)
-            done = tuple((c, st, s - base, t - base, tr) for c, st, s, t, tr in out)
-            if len(self._clauses) >= self._CACHE_LIMIT:
-                self._clauses.clear()
-            self._clauses[key] = done
-        for c, st, s, t, tr in done:
-            pending.append((c, st, base + s, base + t, tr))
+        clause: list[tuple[_Entry, int, int]] = []
+        has_cue = False
+        get = self._cache.get
+        for m in self._finditer(scan, at, endpos):
+            s, t = m.span()
+            if s > clause_end:
+                break
+            info = get(m.group()) or self._lookup(scan, m, endpos)
+            kind = info[0]
+            if kind > _CUE:
+                if kind == _IGNORE:
+                    continue
+                break
+            e = info[1]
+            clause.append((e, s - 1 + info[2], t - 1))
+            if kind == _CUE or e.cue is not None:
+                has_cue = True
+                if e.cue is not None:
+                    clause.append((e.cue, s - 1 + info[2], t - 1))
+        out: list[tuple] = []
+        if has_cue:
+            self._resolve(low, clause, clause_end, out)
+        else:
+            _plain(low, clause, out)
+        priority = STATE_PRIORITY
+        done = tuple((c, st, s - base, t - base, tr, priority[st]) for c, st, s, t, tr in out)
+        if len(self._clauses) >= self._CACHE_LIMIT:
+            self._clauses.clear()
+        self._clauses[low[base:clause_end]] = done
+        return done
 
     @staticmethod
     def _resolve(low: str, clause: list[tuple[_Entry, int, int]], clause_end: int,
@@ -782,25 +812,36 @@ def _plain(low: str, clause: list[tuple[_Entry, int, int]], pending: list) -> No
 
 def _flush(text: str, section: str, start: int, end: int, pending: list,
            mentions: list[Mention], best: dict[str, int]) -> None:
-    """The mentions of one sentence, now that its text is known."""
-    sentence = " ".join(text[start:end].split())
+    """The mentions of one sentence, now that its text is known.
+
+    ``pending`` holds, per clause, its first token's offset and its mentions relative to it.
+    """
+    sentence = text[start:end]
+    if "\n" in sentence:
+        sentence = sentence.replace("\n ", " ")  # a MIMIC hard line wrap
+    if "\n" in sentence or "  " in sentence or "\t" in sentence:
+        sentence = " ".join(sentence.split())
+    else:
+        sentence = sentence.strip()
     new = object.__new__
-    priority = STATE_PRIORITY
-    for c, state, s, t, trig in pending:
-        m = new(Mention)  # what the frozen dataclass __init__ does, at a third of the cost
-        d = m.__dict__
-        d["concept"] = c
-        d["state"] = state
-        d["section"] = section
-        d["sentence"] = sentence
-        d["start"] = s
-        d["end"] = t
-        d["text"] = text[s:t]
-        d["trigger"] = trig
-        mentions.append(m)
-        p = priority[state]
-        if p > best.get(c, 0):
-            best[c] = p
+    get = best.get
+    for base, done in pending:
+        for c, state, s, t, trig, p in done:
+            s += base
+            t += base
+            m = new(Mention)  # what the frozen dataclass __init__ does, at a third of the cost
+            d = m.__dict__
+            d["concept"] = c
+            d["state"] = state
+            d["section"] = section
+            d["sentence"] = sentence
+            d["start"] = s
+            d["end"] = t
+            d["text"] = text[s:t]
+            d["trigger"] = trig
+            mentions.append(m)
+            if p > get(c, 0):
+                best[c] = p
 
 
 def _breaks_to_marks(m: re.Match[str]) -> str:

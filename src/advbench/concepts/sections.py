@@ -113,7 +113,15 @@ class SectionSplitter:
         """
         chosen = self._kept_headers(text, text.lower() if low is None else low)
         if chosen:
-            return chosen
+            return [Section(name, start, end, header) for name, start, end, header in chosen]
+        return self._body(text)
+
+    def kept_spans(self, text: str, low: str) -> list[tuple[str, int, int, int]]:
+        """``kept`` as plain tuples, for the extractor's hot path."""
+        return self._kept_headers(text, low) or self._body(text)
+
+    def _body(self, text: str) -> list[Section]:
+        """The sections that count in a report without FINDINGS and IMPRESSION."""
         kind = self._kind
         body = []
         for s in self.split(text):
@@ -128,7 +136,7 @@ class SectionSplitter:
                 body.append(Section("body", start, s.end, s.header_start))
         return body
 
-    def _kept_headers(self, text: str, low: str) -> list[Section]:
+    def _kept_headers(self, text: str, low: str) -> list[tuple[str, int, int, int]]:
         """The FINDINGS/IMPRESSION sections, found without splitting the whole report.
 
         Same result as taking them from ``split``: a kept header is one of the headers that
@@ -173,7 +181,7 @@ class SectionSplitter:
                 if m.group(2) or m.group(1).isupper():
                     end = m.start(1)
                     break
-            chosen.append(Section(name, cstart if cstart < end else end, end, hstart))
+            chosen.append((name, cstart if cstart < end else end, end, hstart))
         return chosen
 
 
