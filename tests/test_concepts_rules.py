@@ -619,3 +619,64 @@ def test_arbitrary_text_never_breaks_the_extractor(x):
         for m in r.mentions:
             assert text[m.start : m.end] == m.text
             assert m.state in ("positive", "negative", "uncertain")
+
+
+# -- the sentence cache gives what scanning every section whole gives -----------------------
+
+def _all_report_texts() -> list[str]:
+    texts = []
+    for path in sorted(DEV.parent.glob("*.jsonl")):
+        texts += [json.loads(line)["text"] for line in path.read_text("utf-8").splitlines()
+                  if line.strip()]
+    return texts
+
+
+def test_sentence_cache_matches_whole_section_scanning():
+    import random
+
+    cached, whole = ConceptExtractor(), ConceptExtractor(sentence_cache=False)
+    texts = _all_report_texts()
+    rng = random.Random(3)
+    sentences = [s for t in texts for s in t.replace("\n", " \n").split(". ")]
+    # the same sentences in new company, wraps and case: cache hits inside new reports
+    for _ in range(300):
+        picked = rng.sample(sentences, rng.randint(1, 8))
+        texts.append("FINDINGS: " + ". ".join(picked) + ("." if rng.random() < 0.5 else ""))
+        texts.append(" IMPRESSION:\n " + ".\n ".join(s.upper() for s in picked[:2]))
+    for _ in range(2):  # the second round is served from the caches
+        for text in texts:
+            assert cached.extract(text).to_dict("r") == whole.extract(text).to_dict("r"), text
+
+
+@pytest.mark.parametrize("text", [
+    "FINDINGS: Atelectasis vs. pneumonia. No effusion.",
+    "FINDINGS: Findings, e.g. effusion, are not seen. Heart size is normal.",
+    "FINDINGS: Discussed with Dr. ___ at 3 p.m. today. Small pneumothorax.",
+    "e.g. no effusion. Pneumothorax.",
+    "FINDINGS: Left effusion (vs. atelectasis). Consolidation is seen.",
+    "FINDINGS: A 2.5 cm nodule. Approx. 3 mm pneumothorax, i.e. small.",
+    "FINDINGS: Effusion? Possibly. No pneumothorax! Cardiomegaly.",
+])
+def test_marks_inside_phrases_do_not_cut_sentences(text):
+    cached, whole = ConceptExtractor(), ConceptExtractor(sentence_cache=False)
+    for _ in range(2):
+        assert cached.extract(text).to_dict("r") == whole.extract(text).to_dict("r")
+    assert cached.extract(text).concepts == whole.extract(text).concepts
+
+
+def test_a_phrase_with_a_mark_after_a_space_turns_the_cut_off(tmp_path):
+    from importlib import resources
+
+    import yaml
+
+    lex = yaml.safe_load(
+        resources.files("advbench.concepts").joinpath("lexicon.yaml").read_text("utf-8"))
+    lex["ignore"].append("et al\\.")
+    lex["concepts"]["nodule"].append("spot no\\. 2")
+    path = tmp_path / "lexicon.yaml"
+    path.write_text(yaml.safe_dump(lex))
+    x = ConceptExtractor(path)
+    assert not x._sentence_cache  # no cheap cut can respect "spot no. 2": scanned whole
+    r = x.extract("FINDINGS: As in Smith et al. there is spot no. 2 in the lung. No effusion.")
+    assert r.concepts["nodule"] == "positive"
+    assert r.concepts["effusion"] == "negative"

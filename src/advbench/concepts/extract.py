@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -35,14 +36,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Mention:
+class Mention(NamedTuple):
     """One phrase of a report that names a concept, with the state it gives the concept.
 
     ``start``/``end`` are offsets in the original report (``text == report[start:end]``);
     ``trigger`` is the cue that decided the state (``None`` for a plain positive). A normal
     statement (``unremarkable``) is always a ``positive`` mention: the report-level state of
-    ``unremarkable`` also depends on the disease concepts (see the guide).
+    ``unremarkable`` also depends on the disease concepts (see the guide). A named tuple:
+    a report has many mentions, and a tuple is the cheapest immutable record to make.
     """
 
     concept: str
@@ -55,16 +56,7 @@ class Mention:
     trigger: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "concept": self.concept,
-            "state": self.state,
-            "section": self.section,
-            "sentence": self.sentence,
-            "start": self.start,
-            "end": self.end,
-            "text": self.text,
-            "trigger": self.trigger,
-        }
+        return dict(zip(self._fields, self, strict=True))
 
 
 @dataclass
@@ -158,6 +150,8 @@ _END = r"(?![a-z0-9])"
 _SPACE, _HYPHEN = "\x00sp", "\x00hy"  # trie symbols for a phrase's space and hyphen
 _SYMBOL_REGEX = {_SPACE: _SP, _HYPHEN: _HY}
 _EXPANSION_BUDGET = 48  # literal variants one phrase may expand into for the trie
+# A section this short (characters) is also looked up whole.
+_WHOLE_SECTION = 240
 # Initial letters of report words, most frequent first.
 _LETTER_RANK = {c: i for i, c in enumerate("tcpilansefrmwohbdugvkqyjxz")}
 
@@ -371,6 +365,7 @@ class _Compiled:
         self.marked = self._emit(root, True, top=True)
         self.plain = self._emit(root, False, top=True)
         self.scan_regex = re.compile(self.plain)
+        self.sentence_regex = _sentence_regex(entries)
         self.marker_regex = re.compile(self.marked)
         if self.marker_regex.groups != len(self.group_entry) - 1 or self.scan_regex.groups:
             raise LexiconError("a raw {regex} in the lexicon has a capturing group; use (?:...)")
@@ -393,6 +388,59 @@ class _Compiled:
         if top or len(alts) == 1:
             return "|".join(alts)
         return "(?:" + "|".join(alts) + ")"
+
+
+def _literals(items: list) -> set[str]:
+    """The literal characters a parsed phrase can match."""
+    out: set[str] = set()
+    for it in items:
+        if it[0] == "c":
+            out.add(it[1])
+        elif it[0] == "g":
+            for alt in it[1]:
+                out |= _literals(alt)
+    return out
+
+
+def _sentence_regex(entries: list[_Entry]) -> re.Pattern[str] | None:
+    """What cuts a section into sentences cheaply, over the lower-case text: a match is a
+    sentence-end mark (not the bare paragraph break, which a phrase's space may span), or,
+    when it sets group 1, a mark inside another phrase ("e.g.", "vs."), which is no sentence
+    end. Such a mark is found by a look-behind at the mark for each literal form of the
+    phrase up to it, so the engine only stops at marks. ``None`` when a phrase has a mark
+    after a space or a group (no literal form): sections are then scanned whole.
+    """
+    ends: list[str] = []
+    behind: set[tuple[str, str]] = set()  # (mark, look-behinds that find it in a phrase)
+    for entry in entries:
+        if entry.kind == _SENT and entry.phrase != "\\" + _BREAK:
+            ends.append(_regex(_parse(entry.phrase)[0]))
+    end_rx = re.compile("|".join(ends) or "(?!)")
+    # A word starts the text or follows what the scanned text makes a space.
+    not_after = "[^" + re.escape(" " + _SEPARATORS + "\v") + "]"
+    for entry in entries:
+        if entry.kind == _SENT:
+            continue
+        items = _parse(entry.phrase)[0]
+        if not any(end_rx.match(ch) for ch in _literals(items)):
+            continue
+        word = items[0][0] == "c" and items[0][1].isalnum()
+        for syms, rest in _expand(items):
+            k = 0
+            while k < len(syms) and syms[k] not in _SYMBOL_REGEX:
+                if end_rx.match(syms[k]):
+                    form = re.escape("".join(syms[: k + 1]))
+                    behind.add((syms[k], f"(?<={form})" + (
+                        f"(?<!{not_after}{form})" if word else "")))
+                k += 1
+            if any(end_rx.match(ch) for ch in _literals(rest) | set(syms[k:])):
+                return None
+    inner = []
+    for mark in sorted({m for m, _ in behind}):
+        looks = "|".join(sorted(b for m, b in behind if m == mark))
+        inner.append(f"{re.escape(mark)}(?:{looks})")
+    # no group before the first character: the engine then skips to the marks quickly
+    return re.compile(f"(?:{'|'.join(inner) or '(?!)'})()|{end_rx.pattern}")
 
 
 def _load_entries(lex: dict[str, Any]) -> list[_Entry]:
@@ -517,7 +565,8 @@ class ConceptExtractor:
 
     _CACHE_LIMIT = 200_000
 
-    def __init__(self, lexicon_path: Path | None = None):
+    def __init__(self, lexicon_path: Path | None = None, *, sentence_cache: bool = True):
+        """``sentence_cache=False`` scans every section whole (to check the cache)."""
         if lexicon_path is None:
             source = resources.files("advbench.concepts").joinpath("lexicon.yaml")
             text = source.read_text("utf-8")
@@ -533,9 +582,21 @@ class ConceptExtractor:
         self._cache: dict[str, tuple[int, _Entry, int]] = {}  # token text -> entry
         self._clauses: dict[str, tuple] = {}  # clause text -> its mentions
         self._states: dict[frozenset, tuple] = {}  # concept priorities -> states, labels
+        self._sentences: dict[str, tuple] = {}  # sentence text -> its mentions, relative
+        self._whole: dict[str, tuple] = {}  # short section text -> its sentences' mentions
+        # without a cheap sentence cut (see _sentence_regex), sections are scanned whole
+        self._sentence_cache = sentence_cache and compiled.sentence_regex is not None
+        if self._sentence_cache:
+            self._sentences_in = compiled.sentence_regex.finditer
         brk = lex.get("paragraph_break")
         self._breaks = re.compile(brk) if brk else None
         self._sections = SectionSplitter(lex.get("sections") or {"kept": {}, "dropped": []})
+
+    def cache_info(self) -> dict[str, int]:
+        """How many entries each cache holds (each is cleared when it reaches its limit)."""
+        return {"sentences": len(self._sentences), "short_sections": len(self._whole),
+                "clauses": len(self._clauses), "tokens": len(self._cache),
+                "state_sets": len(self._states), "limit": self._CACHE_LIMIT}
 
     def sections(self, text: str) -> list[Section]:
         """The kept sections of a report (see ``advbench.concepts.sections``)."""
@@ -547,14 +608,9 @@ class ConceptExtractor:
         best: dict[str, int] = {}  # concept -> strongest state priority
         if text:
             low = _lower(text)
-            scan = low
-            if self._breaks is not None and "\n" in low:
-                scan = self._breaks.sub(_BREAK, low)
-                if len(scan) != len(low):  # the break pattern matched more than one character
-                    scan = self._breaks.sub(_breaks_to_marks, low)
-            scan = " " + scan.translate(_SCAN_TABLE)
+            scan: list[str] = []  # the scanned text, made when a sentence is not cached
             for name, start, end, _ in self._sections.kept_spans(text, low):
-                self._scan(text, low, scan, name, start, end, mentions, best)
+                self._section(text, low, scan, name, start, end, mentions, best)
         if not best:
             return ConceptResult(dict(_ALL_ABSENT), dict(_ALL_ABSENT_LABELS), mentions)
         if "unremarkable" in best:
@@ -575,6 +631,91 @@ class ConceptExtractor:
 
     # -- internals ------------------------------------------------------------------------
 
+    def _scan_text(self, low: str) -> str:
+        """The text the lexicon regex scans: paragraph breaks marked, separators made spaces,
+        one leading space (``scan[i]`` is ``low[i - 1]``)."""
+        scan = low
+        if self._breaks is not None and "\n" in low:
+            scan = self._breaks.sub(_BREAK, low)
+            if len(scan) != len(low):  # the break pattern matched more than one character
+                scan = self._breaks.sub(_breaks_to_marks, low)
+        return " " + scan.translate(_SCAN_TABLE)
+
+    def _section(self, text: str, low: str, scan: list[str], section: str, start: int,
+                 end: int, mentions: list[Mention], best: dict[str, int]) -> None:
+        """The mentions of one kept section.
+
+        A short section is looked up whole first: impressions repeat word for word ("No
+        acute cardiopulmonary process.").
+        """
+        body = text[start:end]
+        key = body.strip()
+        if not key:
+            return
+        a0 = start + len(body) - len(body.lstrip())
+        whole = self._sentence_cache and len(key) <= _WHOLE_SECTION
+        parts = self._whole.get(key) if whole else None
+        if parts is None:
+            parts = self._sentences_of(text, low, scan, a0, end)
+            if whole:
+                if len(self._whole) >= self._CACHE_LIMIT:
+                    self._whole.clear()
+                self._whole[key] = parts
+        tnew = tuple.__new__
+        get = best.get
+        for offset, records in parts:
+            a = a0 + offset
+            for c, state, s, t, mtext, trig, sentence, p in records:
+                mentions.append(
+                    tnew(Mention, (c, state, section, sentence, s + a, t + a, mtext, trig)))
+                if p > get(c, 0):
+                    best[c] = p
+
+    def _sentences_of(self, text: str, low: str, scan: list[str], start: int,
+                      end: int) -> tuple[tuple[int, tuple], ...]:
+        """The mention records of a section's text, sentence by sentence: (sentence offset
+        from ``start``, records with offsets from the sentence).
+
+        States never cross a sentence end, so a sentence's mentions depend only on its own
+        text, and report text repeats a lot ("No pleural effusion or pneumothorax."): each
+        sentence is looked up by its text and scanned only when it is new. A sentence ends at
+        a sentence-end mark that no lexicon phrase spans ("e.g.", "vs."); a sentence that this
+        cheap split misses is only a longer piece, scanned as the whole section would be.
+        """
+        cache = self._sentences
+        keep = self._sentence_cache
+        ends = self._sentences_in(low, start, end) if keep else ()
+        parts = []
+        a = start
+        for mark in chain(ends, (None,)):
+            if mark is None:
+                b = end
+            elif mark.lastindex:  # a mark inside a phrase ("e.g.")
+                continue
+            else:
+                b = mark.end()
+            key = text[a:b].lstrip()  # the same sentence, whatever wrap or space before it
+            if not key:
+                a = b
+                continue
+            a = b - len(key)
+            records = cache.get(key) if keep else None
+            if records is None:
+                if not scan:
+                    scan.append(self._scan_text(low))
+                found: list[tuple] = []
+                self._scan(text, low, scan[0], a, b, found)
+                records = tuple((c, st, s - a, t - a, mt, tr, sn, p)
+                                for c, st, s, t, mt, tr, sn, p in found)
+                if keep:
+                    if len(cache) >= self._CACHE_LIMIT:
+                        cache.clear()
+                    cache[key] = records
+            if records:
+                parts.append((a - start, records))
+            a = b
+        return tuple(parts)
+
     def _lookup(self, scan: str, m: re.Match[str], endpos: int) -> tuple[int, _Entry, int]:
         """The entry of a token the cache does not know yet.
 
@@ -593,9 +734,9 @@ class ConceptExtractor:
         self._cache[key] = info
         return info
 
-    def _scan(self, text: str, low: str, scan: str, section: str, start: int, end: int,
-              mentions: list[Mention], best: dict[str, int]) -> None:
-        """Tokens of one kept section, clause by clause, into mentions.
+    def _scan(self, text: str, low: str, scan: str, start: int, end: int,
+              found: list[tuple]) -> None:
+        """Tokens of a piece of a kept section, clause by clause, into mention records.
 
         The hot loop of the extractor. A clause's result is cached by its text, so the loop
         only notes where each clause starts and whether it names a finding; the clause is
@@ -636,7 +777,7 @@ class ConceptExtractor:
                 clause_at = -1
                 if kind == _SENT:
                     if pending:
-                        _flush(text, section, sent_start, s, pending, mentions, best)
+                        _flush(text, sent_start, s, pending, found)
                         pending = []
                     sent_start = m.end() - 1
         if has_mention:
@@ -646,7 +787,7 @@ class ConceptExtractor:
             if done:
                 pending.append((base, done))
         if pending:
-            _flush(text, section, sent_start, end, pending, mentions, best)
+            _flush(text, sent_start, end, pending, found)
 
     def _clause(self, low: str, scan: str, at: int, endpos: int, base: int,
                 clause_end: int) -> tuple:
@@ -810,11 +951,11 @@ def _plain(low: str, clause: list[tuple[_Entry, int, int]], pending: list) -> No
                     pending.append((c, state, s, t, trig))
 
 
-def _flush(text: str, section: str, start: int, end: int, pending: list,
-           mentions: list[Mention], best: dict[str, int]) -> None:
-    """The mentions of one sentence, now that its text is known.
+def _flush(text: str, start: int, end: int, pending: list, found: list[tuple]) -> None:
+    """The mention records of one sentence, now that its text is known.
 
-    ``pending`` holds, per clause, its first token's offset and its mentions relative to it.
+    ``pending`` holds, per clause, its first token's offset and its mentions relative to it;
+    a record is (concept, state, start, end, text, trigger, sentence, priority).
     """
     sentence = text[start:end]
     if "\n" in sentence:
@@ -823,25 +964,11 @@ def _flush(text: str, section: str, start: int, end: int, pending: list,
         sentence = " ".join(sentence.split())
     else:
         sentence = sentence.strip()
-    new = object.__new__
-    get = best.get
     for base, done in pending:
         for c, state, s, t, trig, p in done:
             s += base
             t += base
-            m = new(Mention)  # what the frozen dataclass __init__ does, at a third of the cost
-            d = m.__dict__
-            d["concept"] = c
-            d["state"] = state
-            d["section"] = section
-            d["sentence"] = sentence
-            d["start"] = s
-            d["end"] = t
-            d["text"] = text[s:t]
-            d["trigger"] = trig
-            mentions.append(m)
-            if p > get(c, 0):
-                best[c] = p
+            found.append((c, state, s, t, text[s:t], trig, sentence, p))
 
 
 def _breaks_to_marks(m: re.Match[str]) -> str:
