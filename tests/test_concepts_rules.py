@@ -223,6 +223,17 @@ def test_resolution_is_negative(x, sentence, concept):
     assert states(x, sentence)[concept] == "negative"
 
 
+def test_resolved_before_a_list_covers_the_list_only_when_it_opens_the_clause(x):
+    check(x, "Resolved pulmonary edema and pleural effusions.", {"effusion": "negative"})
+    check(x, "Resolved pneumonia, effusion and pneumothorax.", {
+        "pneumonitis": "negative", "effusion": "negative", "absent_lung_markings": "negative"})
+    # after its own finding it looks back only
+    check(x, "Effusion resolved and pneumothorax is unchanged.",
+          {"effusion": "negative", "absent_lung_markings": "positive"})
+    check(x, "Effusion resolved, pneumothorax persists.",
+          {"effusion": "negative", "absent_lung_markings": "positive"})
+
+
 def test_a_positive_statement_ends_a_negated_list(x):
     check(x, "No pneumothorax, stable small left pleural effusion.",
           {"absent_lung_markings": "negative", "effusion": "positive"})
@@ -397,9 +408,34 @@ def test_heart_size_statements(x):
         assert states(x, sentence)["enlarged_heart"] == state, sentence
 
 
+@pytest.mark.parametrize(("sentence", "want"), [
+    ("Hilar contours are normal.", {"irregular_hilum": "negative"}),
+    ("The mediastinal and hilar contours are unremarkable.", {"irregular_hilum": "negative"}),
+    ("Normal hilar and mediastinal contours.", {"irregular_hilum": "negative"}),
+    ("Hila are within normal limits.", {"irregular_hilum": "negative"}),
+    ("The cardiomediastinal and hilar contours are within normal limits.",
+     {"irregular_hilum": "negative", "enlarged_heart": "negative"}),
+    ("Heart size, mediastinal and hilar contours are normal.",
+     {"irregular_hilum": "negative", "enlarged_heart": "negative"}),
+    ("Heart size and mediastinal contours are normal.", {"enlarged_heart": "negative"}),
+    ("Hilar contours are unchanged.", {}),  # a comparison, not a normal statement
+    ("Hilar contours are normal but there is a right hilar mass.",
+     {"irregular_hilum": "positive", "mass": "positive"}),
+])
+def test_normal_hila_are_negative(x, sentence, want):
+    assert {c: st for c, st in states(x, sentence).items() if st != "absent"} == want
+
+
+def test_lymphangitic_spread_of_tumor_names_the_tumor_too(x):
+    check(x, "Lymphangitic spread of tumor cannot be excluded.",
+          {"irregular_parenchyma": "uncertain", "mass": "uncertain"})
+    check(x, "Lymphangitic carcinomatosis.", {"irregular_parenchyma": "positive"})
+
+
 def test_sharp_costophrenic_angles_are_negative(x):
     check(x, "Sharp costophrenic angles.", {"costophrenic_blunting": "negative"})
     check(x, "The costophrenic angles are sharp.", {"costophrenic_blunting": "negative"})
+    check(x, "Costophrenic angles are otherwise sharp.", {"costophrenic_blunting": "negative"})
 
 
 # --- sections ------------------------------------------------------------------------------

@@ -912,7 +912,10 @@ class ConceptExtractor:
                     first = False
                     prev_start = fs
                     j -= 1
-                if e.direction == _BOTH:  # forward: the finding right after it
+                # forward: the finding right after it and a list joined to that; a hedge
+                # always ("atelectasis versus pneumonia"), "resolved" when it found nothing
+                # before it ("resolved pulmonary edema and pleural effusions")
+                if e.direction == _BOTH and (first or e.state == "uncertain"):
                     j = i + 1
                     while j < n and clause[j][0].direction == _RESET:
                         j += 1  # "if any, residual pneumothorax"
@@ -920,6 +923,7 @@ class ConceptExtractor:
                         f, fs, ft = clause[j]
                         if f.kind != _CUE and _TIGHT_GAP.fullmatch(low, t, fs):
                             states[j] = given
+                            _forward_list(low, clause, j, given, states)
         for i in range(n):
             e, s, t = clause[i]
             if e.kind != _MENTION:
@@ -935,6 +939,21 @@ class ConceptExtractor:
                 trig = None if state == "positive" else _clean(low[s:t])
             for c in e.concepts:
                 pending.append((c, state, s, t, trig))
+
+
+def _forward_list(low: str, clause: list[tuple[_Entry, int, int]], j: int, given: tuple,
+                  states: list) -> None:
+    """Give ``given`` to the findings joined to finding ``j`` by commas and and/or."""
+    prev_end = clause[j][2]
+    for k in range(j + 1, len(clause)):
+        f, fs, ft = clause[k]
+        if f.kind == _CUE or f.state is not None:
+            return
+        gap = low[prev_end:fs]
+        if _LIST_GAP.fullmatch(gap) is None or ("," not in gap and _CONJ.search(gap) is None):
+            return
+        states[k] = given
+        prev_end = ft
 
 
 def _plain(low: str, clause: list[tuple[_Entry, int, int]], pending: list) -> None:
