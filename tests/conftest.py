@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# advbench's cache (compiled lexicon regexes, Prefect home) goes to a folder of this session
+os.environ.setdefault("ADVBENCH_CACHE", tempfile.mkdtemp(prefix="advbench-test-cache-"))
 
 
 @pytest.fixture(scope="session")

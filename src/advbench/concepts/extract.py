@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from advbench.concepts.regex_cache import compile_cached
 from advbench.concepts.sections import Section, SectionSplitter
 from advbench.concepts.vocabulary import (
     CLASSES,
@@ -364,9 +365,9 @@ class _Compiled:
         self.group_entry: list[int] = [-1]  # marker group number -> entry index
         self.marked = self._emit(root, True, top=True)
         self.plain = self._emit(root, False, top=True)
-        self.scan_regex = re.compile(self.plain)
+        self.scan_regex = compile_cached(self.plain)
         self.sentence_regex = _sentence_regex(entries)
-        self.marker_regex = re.compile(self.marked)
+        self.marker_regex = compile_cached(self.marked)
         if self.marker_regex.groups != len(self.group_entry) - 1 or self.scan_regex.groups:
             raise LexiconError("a raw {regex} in the lexicon has a capturing group; use (?:...)")
 
