@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from advbench.records import InputRejected, Outcome, Study, StudyRef
 from advbench.registry import Registry
@@ -41,6 +41,31 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: str
+
+
+# Split names as sources write them (MIMIC says "validate") -> Hugging Face split names.
+SPLIT_NAMES: dict[str, str] = {"train": "train", "validate": "validation",
+                               "validation": "validation", "test": "test"}
+
+
+class SplitSelection(SourceConfig):
+    """A source config with a ``splits`` choice (MIMIC's names or Hugging Face's)."""
+
+    splits: list[str] | None = Field(
+        default=None, description="Splits to keep (train, validate, test); default: all."
+    )
+
+    @field_validator("splits")
+    @classmethod
+    def _known_splits(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in SPLIT_NAMES:
+                raise ValueError(f"unknown split {name!r}; use train, validate or test")
+        return value
+
+    def wanted_splits(self) -> set[str]:
+        """The Hugging Face split names selected."""
+        return {SPLIT_NAMES[s] for s in self.splits or SPLIT_NAMES}
 
 
 class SourceError(Exception):

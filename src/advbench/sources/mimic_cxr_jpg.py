@@ -19,12 +19,13 @@ from advbench.sources.base import (
     CHEXPERT_COLUMNS,
     PHANTOM_MARKER,
     SOURCES,
+    SPLIT_NAMES,
     SYNTHETIC_LICENSE,
     Source,
-    SourceConfig,
     SourceError,
     SourceLicense,
     SourcePlan,
+    SplitSelection,
     check_image,
 )
 from advbench.sources.reports import ReportStore, ReportStoreError
@@ -34,12 +35,10 @@ MIMIC_LICENSE = SourceLicense(
     credentialed=True,
     url="https://physionet.org/content/mimic-cxr-jpg/",
 )
-_SPLIT_NAMES = {"train": "train", "validate": "validation", "validation": "validation",
-                "test": "test"}
 _REPORT_LOCATIONS = ("mimic-cxr-reports.zip", "mimic-cxr-reports", "reports", "files")
 
 
-class MimicCxrJpgConfig(SourceConfig):
+class MimicCxrJpgConfig(SplitSelection):
     kind: Literal["mimic-cxr-jpg"] = "mimic-cxr-jpg"
     root: Path = Field(description="MIMIC-CXR-JPG root: holds files/ and the CSV files.")
     reports: Path | None = Field(
@@ -47,19 +46,8 @@ class MimicCxrJpgConfig(SourceConfig):
         description="Reports folder or mimic-cxr-reports.zip; default: looked for in root.",
     )
     views: list[str] = Field(default=["PA"], description="ViewPosition values to keep.")
-    splits: list[str] | None = Field(
-        default=None, description="Splits to keep (train, validate, test); default: all."
-    )
     one_image_per_study: bool = Field(default=True, description="Keep one image per study.")
     limit: int | None = Field(default=None, gt=0, description="Keep at most this many images.")
-
-    @field_validator("splits")
-    @classmethod
-    def _known_splits(cls, value: list[str] | None) -> list[str] | None:
-        for name in value or []:
-            if name not in _SPLIT_NAMES:
-                raise ValueError(f"unknown split {name!r}; use train, validate or test")
-        return value
 
     @field_validator("views")
     @classmethod
@@ -138,7 +126,7 @@ class MimicCxrJpg(Source):
             for row in chexpert.to_dict("records")
         }
         views = self.config.views
-        wanted_splits = {_SPLIT_NAMES[s] for s in self.config.splits or _SPLIT_NAMES}
+        wanted_splits = self.config.wanted_splits()
         view_rank = {v: i for i, v in enumerate(views)}
 
         plan = SourcePlan()
@@ -157,9 +145,9 @@ class MimicCxrJpg(Source):
             raw_split = split_of.get(dicom)
             if view not in view_rank:
                 turn_away(row, "view_not_selected", f"view {view or '(empty)'!r} not in {views}")
-            elif raw_split is None or raw_split not in _SPLIT_NAMES:
+            elif raw_split is None or raw_split not in SPLIT_NAMES:
                 turn_away(row, "no_split", f"image {dicom} has no split in the split CSV")
-            elif _SPLIT_NAMES[raw_split] not in wanted_splits:
+            elif SPLIT_NAMES[raw_split] not in wanted_splits:
                 turn_away(row, "split_not_selected", f"split {raw_split!r} not selected")
             elif self.config.one_image_per_study and row["study_id"] in chosen_study:
                 turn_away(row, "extra_image_of_study",
@@ -170,7 +158,7 @@ class MimicCxrJpg(Source):
                 chosen_study.add(row["study_id"])
                 plan.refs.append(StudyRef(
                     id=dicom,
-                    split=_SPLIT_NAMES[raw_split],
+                    split=SPLIT_NAMES[raw_split],
                     source_index=self.index,
                     fields={
                         "subject_id": row["subject_id"],

@@ -8,42 +8,29 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from advbench.records import Outcome, Study, StudyRef
 from advbench.sources.base import (
     SOURCES,
+    SPLIT_NAMES,
     SYNTHETIC_LICENSE,
     Source,
-    SourceConfig,
     SourceLicense,
     SourcePlan,
+    SplitSelection,
     check_image,
 )
 
-_SPLIT_NAMES = {"train": "train", "validate": "validation", "validation": "validation",
-                "test": "test"}
 
-
-class PhantomCxrConfig(SourceConfig):
+class PhantomCxrConfig(SplitSelection):
     kind: Literal["phantom-cxr"] = "phantom-cxr"
     studies: int = Field(gt=0, le=1_000_000, description="Number of phantom studies.")
     seed: int | None = Field(
         default=None, ge=0, description="Phantom seed; default: the build's seed."
     )
     size: int = Field(default=512, ge=64, le=4096, description="Image side in pixels.")
-    splits: list[str] | None = Field(
-        default=None, description="Splits to keep (train, validate, test); default: all."
-    )
     jpeg_quality: int = Field(default=95, ge=50, le=100, description="JPEG quality of images.")
-
-    @field_validator("splits")
-    @classmethod
-    def _known_splits(cls, value: list[str] | None) -> list[str] | None:
-        for name in value or []:
-            if name not in _SPLIT_NAMES:
-                raise ValueError(f"unknown split {name!r}; use train, validate or test")
-        return value
 
 
 @SOURCES.register("phantom-cxr")
@@ -62,10 +49,10 @@ class PhantomCxr(Source):
     def plan(self) -> SourcePlan:
         from advbench.phantoms import study_ids, study_split
 
-        wanted = {_SPLIT_NAMES[s] for s in self.config.splits or _SPLIT_NAMES}
+        wanted = self.config.wanted_splits()
         plan = SourcePlan()
         for index in range(self.config.studies):
-            split = _SPLIT_NAMES[study_split(index, seed=self.phantom_seed)]
+            split = SPLIT_NAMES[study_split(index, seed=self.phantom_seed)]
             ids = study_ids(index, seed=self.phantom_seed)
             ref = StudyRef(id=ids["dicom_id"], split=split, source_index=self.index,
                            fields={"index": index})
