@@ -380,6 +380,8 @@ def test_qualified_opacities_are_not_opacity(x):
     check(x, "Rounded opacity in the left lower lobe.", {"mass": "positive",
                                                          "opacity": "absent"})
     check(x, "Right hilar opacity.", {"irregular_hilum": "positive", "opacity": "absent"})
+    check(x, "Masslike opacity in the left upper lobe.", {"mass": "positive",
+                                                          "opacity": "absent"})
 
 
 def test_look_alike_phrases_are_not_concepts(x):
