@@ -524,7 +524,10 @@ def test_unremarkable_rule(x):
     # organ-level normals are not normal statements
     assert states(x, "Heart size is normal. The mediastinum is unremarkable.")[
         "unremarkable"] == "absent"
-    assert states(x, "No acute process.")["unremarkable"] == "absent"
+    assert states(x, "No acute change.")["unremarkable"] == "absent"  # a comparison
+    # CoRPA's phrase "no acute (cardiopulmonary) process": with or without the qualifier
+    assert states(x, "No acute process.")["unremarkable"] == "positive"
+    assert states(x, "Emphysema.  No acute process.")["unremarkable"] == "positive"
 
 
 def test_strongest_state_wins(x):
@@ -718,3 +721,22 @@ def test_a_phrase_with_a_mark_after_a_space_turns_the_cut_off(tmp_path):
     r = x.extract("FINDINGS: As in Smith et al. there is spot no. 2 in the lung. No effusion.")
     assert r.concepts["nodule"] == "positive"
     assert r.concepts["effusion"] == "negative"
+
+
+@pytest.mark.parametrize(("sentence", "want"), [
+    # pleural nodularity is pleural disease, not a lung nodule
+    ("Extensive right pleural thickening and nodularity, unchanged.", {}),
+    ("New nodularity along the right pleura.", {}),
+    ("Diffuse nodularity in both lungs.", {"nodule": "positive"}),
+    # a hedge that follows its finding
+    ("Opacities may represent edema, though multifocal infection could have a similar "
+     "appearance.", {"infection": "uncertain", "opacity": "positive"}),
+    # blunted angles, whatever the adverbs
+    ("The right costophrenic angle remains slightly blunted.",
+     {"costophrenic_blunting": "positive"}),
+    ("The costophrenic angles are not blunted.", {"costophrenic_blunting": "negative"}),
+    ("Costophrenic angles are otherwise sharp.", {"costophrenic_blunting": "negative"}),
+])
+def test_held_out_phrasings(x, sentence, want):
+    got = states(x, "FINDINGS: " + sentence)
+    assert {c: st for c, st in got.items() if st != "absent"} == want
