@@ -115,11 +115,11 @@ def _labels(best: dict[str, int]) -> dict[str, str]:
     cls_of = CONCEPT_CLASS
     for concept, p in best.items():
         if concept == "opacity":
-            cls = (
-                "pneumonia"
-                if any(best.get(c, 0) >= 2 for c in _PNEUMONIA_OTHERS)
-                else "pleural_effusion"
-            )
+            cls = "pleural_effusion"
+            for c in _PNEUMONIA_OTHERS:
+                if best.get(c, 0) >= 2:
+                    cls = "pneumonia"
+                    break
         else:
             cls = cls_of[concept]
         if p > label[cls]:
@@ -412,7 +412,7 @@ def _sentence_regex(entries: list[_Entry]) -> re.Pattern[str] | None:
     after a space or a group (no literal form): sections are then scanned whole.
     """
     ends: list[str] = []
-    behind: set[tuple[str, str]] = set()  # (mark, look-behinds that find it in a phrase)
+    behind: set[tuple[str, str | None, str]] = set()  # (mark, char before, look-behinds)
     for entry in entries:
         if entry.kind == _SENT and entry.phrase != "\\" + _BREAK:
             ends.append(_regex(_parse(entry.phrase)[0]))
@@ -431,15 +431,20 @@ def _sentence_regex(entries: list[_Entry]) -> re.Pattern[str] | None:
             while k < len(syms) and syms[k] not in _SYMBOL_REGEX:
                 if end_rx.match(syms[k]):
                     form = re.escape("".join(syms[: k + 1]))
-                    behind.add((syms[k], f"(?<={form})" + (
+                    behind.add((syms[k], syms[k - 1] if k else None, f"(?<={form})" + (
                         f"(?<!{not_after}{form})" if word else "")))
                 k += 1
             if any(end_rx.match(ch) for ch in _literals(rest) | set(syms[k:])):
                 return None
     inner = []
-    for mark in sorted({m for m, _ in behind}):
-        looks = "|".join(sorted(b for m, b in behind if m == mark))
-        inner.append(f"{re.escape(mark)}(?:{looks})")
+    for mark in sorted({m for m, _, _ in behind}):
+        looks = "|".join(sorted(b for m, _, b in behind if m == mark))
+        # a gate on the character before the mark: most marks end a plain word ("effusion.")
+        # and are let through at once instead of trying every look-behind
+        before = {c for m, c, _ in behind if m == mark}
+        gate = "" if None in before else (
+            f"(?<=[{''.join(re.escape(c) for c in sorted(before))}]{re.escape(mark)})")
+        inner.append(f"{re.escape(mark)}{gate}(?:{looks})")
     # no group before the first character: the engine then skips to the marks quickly
     return re.compile(f"(?:{'|'.join(inner) or '(?!)'})()|{end_rx.pattern}")
 
