@@ -736,6 +736,25 @@ def test_a_phrase_with_a_mark_after_a_space_turns_the_cut_off(tmp_path):
      {"costophrenic_blunting": "positive"}),
     ("The costophrenic angles are not blunted.", {"costophrenic_blunting": "negative"}),
     ("Costophrenic angles are otherwise sharp.", {"costophrenic_blunting": "negative"}),
+    # fluid in a fissure, with a verb between
+    ("Fluid is seen within the minor fissure.", {"fluid": "positive"}),
+    ("Fluid extends into the right major fissure.", {"fluid": "positive"}),
+    ("No fluid is seen in the fissures.", {"fluid": "negative"}),
+    # qualified opacities with the location between
+    ("Rounded left lower lobe opacity.", {"mass": "positive"}),
+    ("Enlarging masslike right lower lobe opacity.", {"mass": "positive"}),
+    ("Nodular right upper lobe opacity.", {"nodule": "positive"}),
+    # near resolution is not resolution
+    ("Near resolution of right lower lobe pneumonia.", {"pneumonitis": "positive"}),
+    ("Near complete resolution of the effusion.", {"effusion": "positive"}),
+    ("Complete resolution of the effusion.", {"effusion": "negative"}),
+    ("Differential diagnosis includes organizing pneumonia and adenocarcinoma.",
+     {"pneumonitis": "uncertain", "mass": "uncertain"}),
+    # organ normals in one list
+    ("Heart size, mediastinal contours, and hila are normal.",
+     {"enlarged_heart": "negative", "irregular_hilum": "negative"}),
+    ("Normal heart size, mediastinal and hilar contours.",
+     {"enlarged_heart": "negative", "irregular_hilum": "negative"}),
 ])
 def test_held_out_phrasings(x, sentence, want):
     got = states(x, "FINDINGS: " + sentence)
