@@ -3,7 +3,9 @@
 Implements docs/concept-labelling.md with every phrase and cue as data (lexicon.yaml). It must
 keep up with a whole MIMIC-CXR corpus per release, so the lexicon is compiled into one trie-
 shaped regular expression: one scan of the kept text yields the tokens, and states are resolved
-per clause from that short token list (with caches, as report text repeats a lot).
+per clause from that short token list. States never cross a sentence end and report text
+repeats a lot, so each sentence's result is cached by its text (short sections, clauses and
+tokens too): most sentences of a corpus are looked up, not scanned.
 """
 
 from __future__ import annotations
