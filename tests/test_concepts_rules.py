@@ -755,7 +755,20 @@ def test_a_phrase_with_a_mark_after_a_space_turns_the_cut_off(tmp_path):
      {"enlarged_heart": "negative", "irregular_hilum": "negative"}),
     ("Normal heart size, mediastinal and hilar contours.",
      {"enlarged_heart": "negative", "irregular_hilum": "negative"}),
+    ("Normal cardiomediastinal and hilar contours.",
+     {"enlarged_heart": "negative", "irregular_hilum": "negative"}),
+    ("Small left pleural effusion blunts the costophrenic angle.",
+     {"effusion": "positive", "costophrenic_blunting": "positive"}),
+    ("Chronic interstitial lung disease without superimposed acute process.",
+     {"unremarkable": "positive"}),
+    ("Pneumonia or aspiration in the differential.", {"pneumonitis": "uncertain"}),
 ])
 def test_held_out_phrasings(x, sentence, want):
     got = states(x, "FINDINGS: " + sentence)
     assert {c: st for c, st in got.items() if st != "absent"} == want
+
+
+def test_bone_normals_are_not_whole_study_normals(x):
+    for sentence in ("Visualized osseous structures are without acute abnormality.",
+                     "No acute osseous abnormality."):
+        assert states(x, "FINDINGS: " + sentence)["unremarkable"] == "absent", sentence
