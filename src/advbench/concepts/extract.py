@@ -755,7 +755,6 @@ class ConceptExtractor:
         pending: list[tuple] = []  # (first token offset, mentions) of this sentence's clauses
         sent_start = start
         get = self._cache.get
-        clauses = self._clauses.get
         # scan[i] is low[i - 1]: the window starts on the separator before the section's first
         # word (the blank lines after a header are skipped)
         first = _NON_SPACE.search(low, start, end)
@@ -776,9 +775,7 @@ class ConceptExtractor:
             elif kind != _IGNORE:
                 s = m.start() - 1
                 if has_mention:
-                    done = clauses(low[base:s])
-                    if done is None:
-                        done = self._clause(low, scan, clause_at, e1, base, s)
+                    done = self._clause(low, scan, clause_at, e1, base, s)
                     if done:
                         pending.append((base, done))
                     has_mention = False
@@ -789,9 +786,7 @@ class ConceptExtractor:
                         pending = []
                     sent_start = m.end() - 1
         if has_mention:
-            done = clauses(low[base:end])
-            if done is None:
-                done = self._clause(low, scan, clause_at, e1, base, end)
+            done = self._clause(low, scan, clause_at, e1, base, end)
             if done:
                 pending.append((base, done))
         if pending:
@@ -799,12 +794,16 @@ class ConceptExtractor:
 
     def _clause(self, low: str, scan: str, at: int, endpos: int, base: int,
                 clause_end: int) -> tuple:
-        """The mentions of a clause the cache does not know, offsets relative to its start.
+        """The mentions of a clause, offsets relative to its start.
 
         The states depend only on the text from the clause's first token to its end (the
         tokens, the cues and the words between them), and report text repeats a lot ("no
         pleural effusion or pneumothorax"), so the result is cached by that text.
         """
+        key = low[base:clause_end]
+        done = self._clauses.get(key)
+        if done is not None:
+            return done
         clause: list[tuple[_Entry, int, int]] = []
         has_cue = False
         get = self._cache.get
@@ -833,7 +832,7 @@ class ConceptExtractor:
         done = tuple((c, st, s - base, t - base, tr, priority[st]) for c, st, s, t, tr in out)
         if len(self._clauses) >= self._CACHE_LIMIT:
             self._clauses.clear()
-        self._clauses[low[base:clause_end]] = done
+        self._clauses[key] = done
         return done
 
     @staticmethod
