@@ -772,3 +772,28 @@ def test_bone_normals_are_not_whole_study_normals(x):
     for sentence in ("Visualized osseous structures are without acute abnormality.",
                      "No acute osseous abnormality."):
         assert states(x, "FINDINGS: " + sentence)["unremarkable"] == "absent", sentence
+
+
+@pytest.mark.parametrize(("sentence", "want"), [
+    ("Atelectasis and/or pneumonia.", {"pneumonitis": "uncertain"}),
+    ("No effusion and/or pneumothorax.",  # the negation stays in force
+     {"effusion": "negative", "absent_lung_markings": "negative"}),
+    ("Right lower lobe opacity, compatible with infection in the appropriate clinical setting.",
+     {"opacity": "positive", "infection": "uncertain"}),
+    ("Small pleural effusions may be present bilaterally.", {"effusion": "uncertain"}),
+    ("Normal PA and lateral chest radiograph.", {"unremarkable": "positive"}),
+    ("Stable chest radiograph without acute abnormality.", {"unremarkable": "positive"}),
+    ("Round opacity in the left upper lobe.", {"mass": "positive"}),
+    ("Enlarged right paratracheal lymph node.", {"adenopathy": "positive"}),
+    ("Mediastinal lymph nodes are not enlarged.", {"adenopathy": "negative"}),
+    ("No pleural effusion and the heart remains enlarged.",
+     {"effusion": "negative", "enlarged_heart": "positive"}),
+    ("No focal consolidation is seen, and the right pleural effusion has increased.",
+     {"consolidation": "negative", "effusion": "positive"}),
+    ("Hyperinflation, with diaphragms flattened on the lateral view.",
+     {"irregular_diaphragm": "positive"}),
+    ("Interval increase in the size of the cardiac silhouette.", {"enlarged_heart": "positive"}),
+])
+def test_short_set_phrasings(x, sentence, want):
+    got = states(x, "FINDINGS: " + sentence)
+    assert {c: st for c, st in got.items() if st != "absent"} == want

@@ -541,7 +541,7 @@ _TIGHT_GAP = re.compile(r",?[^,.;:]{0,40}")
 # "pneumonia, possible.", "a small effusion may be present".
 _DANGLING_TAIL = re.compile(
     r"[\s.,;:!?)\]]*(?:$|(?:present|seen|noted|identified|visible|evident|there|demonstrated)"
-    r"\b[\s.,;:!?)\]]*$)"
+    r"\b(?:\s+[a-z-]+){0,4}[\s.,;:!?)\]]*$)"  # "may be present at the right base"
 )
 _NON_SPACE = re.compile(r"\S")
 _OR_GAP = re.compile(r"\s*,?\s*(?:or|nor)\s+")
@@ -896,6 +896,8 @@ class ConceptExtractor:
             for i in back:
                 e, s, t = clause[i]
                 given = (e.state, _clean(low[s:t]))
+                # a two-sided hedge keeps a negation in force: "no effusion and/or pneumothorax"
+                hedge = e.direction == _BOTH and e.state == "uncertain"
                 # backward: the finding right before, and a list joined to it by and/or
                 j, first, need_conj, prev_start = i - 1, True, True, s
                 while j >= 0:
@@ -915,6 +917,8 @@ class ConceptExtractor:
                             need_conj = False
                         elif "," not in gap and _CONJ.search(gap) is None:
                             break
+                    if hedge and states[j] is not None and states[j][0] == "negative":
+                        break
                     states[j] = given
                     first = False
                     prev_start = fs
@@ -928,7 +932,8 @@ class ConceptExtractor:
                         j += 1  # "if any, residual pneumothorax"
                     if j < n:
                         f, fs, ft = clause[j]
-                        if f.kind != _CUE and _TIGHT_GAP.fullmatch(low, t, fs):
+                        if f.kind != _CUE and _TIGHT_GAP.fullmatch(low, t, fs) and not (
+                                hedge and states[j] is not None and states[j][0] == "negative"):
                             states[j] = given
                             _forward_list(low, clause, j, given, states)
         for i in range(n):
@@ -959,6 +964,8 @@ def _forward_list(low: str, clause: list[tuple[_Entry, int, int]], j: int, given
         gap = low[prev_end:fs]
         if _LIST_GAP.fullmatch(gap) is None or ("," not in gap and _CONJ.search(gap) is None):
             return
+        if given[0] == "uncertain" and states[k] is not None and states[k][0] == "negative":
+            return  # a negation in force stays
         states[k] = given
         prev_end = ft
 
