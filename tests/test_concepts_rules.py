@@ -793,6 +793,10 @@ def test_bone_normals_are_not_whole_study_normals(x):
     ("Hyperinflation, with diaphragms flattened on the lateral view.",
      {"irregular_diaphragm": "positive"}),
     ("Interval increase in the size of the cardiac silhouette.", {"enlarged_heart": "positive"}),
+    ("Normal cardiomediastinal silhouette and hilar contours.",
+     {"enlarged_heart": "negative", "irregular_hilum": "negative"}),
+    ("No acute findings in the chest.", {"unremarkable": "positive"}),
+    ("No acute osseous findings.", {}),
 ])
 def test_short_set_phrasings(x, sentence, want):
     got = states(x, "FINDINGS: " + sentence)
