@@ -797,6 +797,13 @@ def test_bone_normals_are_not_whole_study_normals(x):
      {"enlarged_heart": "negative", "irregular_hilum": "negative"}),
     ("No acute findings in the chest.", {"unremarkable": "positive"}),
     ("No acute osseous findings.", {}),
+    ("The right hilum appears slightly more prominent.", {"irregular_hilum": "positive"}),
+    ("A small amount of fluid layers dependently in the right pleural space.",
+     {"fluid": "positive"}),
+    ("Thickening of the minor fissure may represent a small amount of fluid.",
+     {"fluid": "uncertain"}),
+    ("Enlarged aortopulmonary window lymph nodes.", {"adenopathy": "positive"}),
+    ("Fluid overload.", {}),
 ])
 def test_short_set_phrasings(x, sentence, want):
     got = states(x, "FINDINGS: " + sentence)
