@@ -6,8 +6,9 @@ tubes, comparisons, hedges), ``heldout3.jsonl`` (oncology follow-up, heart failu
 pneumothorax follow-up), ``heldout4.jsonl`` (the most frequent MIMIC-CXR wording) and
 ``heldout5_short.jsonl`` (600 short findings, as many phrasings of each concept as possible)
 ``heldout6.jsonl`` (cue scope in long sentences; reports without headers, WET READs, mixed
-case) and ``heldout7_short.jsonl`` (500 short reports on the rarer concepts and states) were
-written and labelled from the guide alone, by someone who never saw the extractor or its
+case), ``heldout7_short.jsonl`` (500 short reports on the rarer concepts and states) and
+``heldout8.jsonl`` (terse, abbreviated and very long reports) were written and labelled from the
+guide alone, by someone who never saw the extractor or its
 lexicon. Every concept state of every report counts.
 """
 
@@ -70,7 +71,8 @@ def test_dev_set_is_well_formed():
 
 @pytest.mark.parametrize(
     "name", ["dev.jsonl", "gold.jsonl", "heldout.jsonl", "heldout2.jsonl", "heldout3.jsonl",
-             "heldout4.jsonl", "heldout5_short.jsonl", "heldout6.jsonl", "heldout7_short.jsonl"])
+             "heldout4.jsonl", "heldout5_short.jsonl", "heldout6.jsonl", "heldout7_short.jsonl",
+             "heldout8.jsonl"])
 def test_accuracy(name):
     accuracy, wrong, examples = _score(_load(name))
     assert accuracy >= TARGET, (

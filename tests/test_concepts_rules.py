@@ -791,6 +791,16 @@ def test_a_phrase_with_a_mark_after_a_space_turns_the_cut_off(tmp_path):
      {"fluid": "uncertain"}),
     ("Enlarged aortopulmonary window lymph nodes.", {"adenopathy": "positive"}),
     ("Fluid overload.", {}),
+    # terse and abbreviated reports
+    ("No PNA.", {"pneumonitis": "negative"}),
+    ("Cannot exclude early PNA.", {"pneumonitis": "uncertain"}),
+    ("Heart nl size.", {"enlarged_heart": "negative"}),
+    ("Heart/mediastinum nl.", {"enlarged_heart": "negative"}),
+    ("Mediastinal and hilar contours nl.", {"irregular_hilum": "negative"}),
+    ("DDx includes cavitary neoplasm or infection.",
+     {"mass": "uncertain", "infection": "uncertain"}),
+    ("New 2.3 cm rounded RLL opacity.", {"mass": "positive"}),
+    ("Post-pneumonectomy space filled with fluid.", {"fluid": "positive"}),
 ])
 def test_held_out_phrasings(x, sentence, want):
     """Phrasings the independently labelled sets found missing, each as the labeller read it."""
