@@ -589,7 +589,6 @@ class ConceptExtractor:
         self._group_entry = compiled.group_entry
         self._cache: dict[str, tuple[int, _Entry, int]] = {}  # token text -> entry
         self._clauses: dict[str, tuple] = {}  # clause text -> its mentions
-        self._states: dict[frozenset, tuple] = {}  # concept priorities -> states, labels
         self._sentences: dict[str, tuple] = {}  # sentence text -> its mentions, relative
         self._whole: dict[str, tuple] = {}  # short section text -> its sentences' mentions
         # without a cheap sentence cut (see _sentence_regex), sections are scanned whole
@@ -604,7 +603,7 @@ class ConceptExtractor:
         """How many entries each cache holds (each is cleared when it reaches its limit)."""
         return {"sentences": len(self._sentences), "short_sections": len(self._whole),
                 "clauses": len(self._clauses), "tokens": len(self._cache),
-                "state_sets": len(self._states), "limit": self._CACHE_LIMIT}
+                "limit": self._CACHE_LIMIT}
 
     def sections(self, text: str) -> list[Section]:
         """The kept sections of a report (see ``advbench.concepts.sections``)."""
@@ -624,18 +623,11 @@ class ConceptExtractor:
         if "unremarkable" in best:
             sick = any(p >= 2 for c, p in best.items() if c != "unremarkable")
             best["unremarkable"] = 1 if sick else 3
-        key = frozenset(best.items())
-        states = self._states.get(key)
-        if states is None:  # few combinations of states occur: build each once
-            concepts = dict(_ALL_ABSENT)
-            names = _STATE_OF_PRIORITY
-            for c, p in best.items():
-                concepts[c] = names[p]
-            states = (concepts, _labels(best))
-            if len(self._states) >= self._CACHE_LIMIT:
-                self._states.clear()
-            self._states[key] = states
-        return ConceptResult(dict(states[0]), dict(states[1]), mentions)
+        concepts = dict(_ALL_ABSENT)
+        names = _STATE_OF_PRIORITY
+        for c, p in best.items():
+            concepts[c] = names[p]
+        return ConceptResult(concepts, _labels(best), mentions)
 
     # -- internals ------------------------------------------------------------------------
 
