@@ -1,7 +1,8 @@
 """The Prefect build flow: plan shards → one task per shard → finalise the release.
 
 The stages are the plain functions of ``advbench.pipeline``; this module only adds
-orchestration (a task per shard, retries, logging in the Prefect UI).
+orchestration: a task per shard (retries, logging in the Prefect UI), at most ``workers`` of
+them at once, each handing its shard to the build's worker pool (``advbench.workers``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,19 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
 
 from advbench.config import BuildConfig
-from advbench.pipeline import BuildPlan, ShardResult, ShardSpec, plan_build, process_shard
+from advbench.pipeline import (
+    BuildPlan,
+    ShardResult,
+    ShardSpec,
+    make_runner,
+    plan_build,
+    process_shard,
+)
 from advbench.release.assemble import ReleaseSummary, finalize_release
+from advbench.workers import pool, shared_pool
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)
@@ -31,8 +41,10 @@ def plan_task(config: BuildConfig, overwrite: bool) -> BuildPlan:
     retries=1,
     retry_delay_seconds=2,
 )
-def shard_task(config: BuildConfig, spec: ShardSpec, staging_dir: Path) -> ShardResult:
-    return process_shard(config, spec, staging_dir)
+def shard_task(
+    config: BuildConfig, spec: ShardSpec, staging_dir: Path, pool_key: str | None
+) -> ShardResult:
+    return pool(pool_key).submit(process_shard, config, spec, staging_dir).result()
 
 
 @task(name="finalise-release", cache_policy=NO_CACHE)
@@ -50,10 +62,17 @@ def build_flow(
 ) -> ReleaseSummary:
     """Build one release. ``on_shard`` is called as each shard finishes (progress display)."""
     plan = plan_task(config, overwrite)
-    futures = [shard_task.submit(config, spec, plan.staging_dir) for spec in plan.shards]
-    results = []
-    for future in futures:
-        results.append(future.result())
-        if on_shard is not None:
-            on_shard(results[-1])
+    runner = make_runner(config, len(plan.shards))
+    results: list[ShardResult] = []
+    waiting = list(reversed(plan.shards))
+    running: list[PrefectFuture[ShardResult]] = []
+    with shared_pool(runner) as key:
+        while waiting or running:
+            while waiting and len(running) < runner.workers:
+                running.append(shard_task.submit(config, waiting.pop(), plan.staging_dir, key))
+            done = next(as_completed(running))
+            running.remove(done)
+            results.append(done.result())
+            if on_shard is not None:
+                on_shard(results[-1])
     return finalize_task(config, plan, results)

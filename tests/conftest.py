@@ -152,10 +152,14 @@ def mimic_root(tmp_path) -> Path:
     return make_mimic_root(tmp_path / "mimic")
 
 
-def write_config(path: Path, root: Path, output: Path, **extra) -> Path:
+def write_config(path: Path, root: Path, output: Path, *, top: dict | None = None,
+                 **extra) -> Path:
+    """A build config over a MIMIC-layout folder; ``extra`` goes into the source block,
+    ``top`` into the top level (``attacks``, ``workers``, ``runner``...)."""
     import yaml
 
     data = {"name": "test-release", "version": "1.0.0", "seed": 0, "output": str(output),
-            "shard_size": 2, "sources": [{"kind": "mimic-cxr-jpg", "root": str(root), **extra}]}
+            "shard_size": 2, "sources": [{"kind": "mimic-cxr-jpg", "root": str(root), **extra}],
+            **(top or {})}
     path.write_text(yaml.safe_dump(data))
     return path

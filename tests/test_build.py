@@ -69,7 +69,9 @@ def test_counts_reconcile_and_shards_are_checksummed(built):
     check_release(cfg.release_dir(), summary)
     # shard_size 2: train and test plan 3 studies each (2 shards), validation 2 (1 shard);
     # shards left empty by rejections are dropped and the rest renumbered (see check_release).
-    assert [r.rows for r in seen] == [2, 0, 1, 1, 0]
+    # shards finish in any order on the worker pool; the plan's order is split, then index
+    order = sorted(seen, key=lambda r: (("train", "validation", "test").index(r.split), r.index))
+    assert [r.rows() for r in order] == [2, 0, 1, 1, 0]
     assert summary.splits == {"train": 2, "validation": 1, "test": 1}
 
 
@@ -117,14 +119,28 @@ def test_card_header_declares_configs_and_features(built):
 
 
 def test_existing_release_is_kept_unless_overwrite(built):
-    cfg, _, _ = built
+    cfg, first, _ = built
+    release = cfg.release_dir()
+
+    def snapshot() -> dict[str, tuple[str, int]]:
+        return {p.relative_to(release).as_posix(): (sha256_file(p), p.stat().st_mtime_ns)
+                for p in sorted(release.rglob("*")) if p.is_file()}
+
+    before = snapshot()
     with pytest.raises(BuildError, match="already exists"):
         build_release(cfg)
-    marker = cfg.release_dir() / "manifest.json"
-    before = marker.read_text()
+    assert snapshot() == before  # same files, same bytes, not even rewritten
+    check_release(release, first)
+
+    # Mark the old release so that a rebuild is visible even within the same second.
+    (release / "stale.txt").write_text("left from the previous build")
+    manifest = json.loads((release / "manifest.json").read_text())
+    manifest["created"] = "2000-01-01T00:00:00+00:00"
+    (release / "manifest.json").write_text(json.dumps(manifest))
     summary = build_release(cfg, overwrite=True)
-    assert summary.counts["accepted"] == 4
-    assert json.loads(marker.read_text())["counts"] == json.loads(before)["counts"]
+    assert summary.path == release
+    rebuilt = check_release(release, summary)  # complete, and stale.txt is gone
+    assert rebuilt["created"] != "2000-01-01T00:00:00+00:00"
 
 
 def test_nothing_accepted_is_an_error_and_publishes_nothing(mimic_root, tmp_path):
@@ -157,7 +173,9 @@ def test_unexpected_error_fails_one_input_not_the_build(mimic_root, tmp_path, mo
         return real(self, ref)
 
     monkeypatch.setattr(mod.MimicCxrJpg, "load", flaky)
-    cfg = load_config(write_config(tmp_path / "b.yaml", mimic_root, tmp_path / "out"))
+    # threads: the patched loader lives in this process only (spawned workers import afresh)
+    cfg = load_config(write_config(tmp_path / "b.yaml", mimic_root, tmp_path / "out",
+                                   top={"runner": "threads"}))
     summary = build_release(cfg)
     assert summary.counts == {"inputs": 11, "accepted": 3, "rejected": 7, "failed": 1}
     failed = [json.loads(x) for x in (cfg.release_dir() / "rejections.jsonl").open()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from advbench.concepts.vocabulary import CONCEPTS
 from advbench.config import parse_config
@@ -58,11 +61,19 @@ def test_phantom_source_makes_the_same_studies_as_the_layout(phantom_root):
     from_layout = {r.id: r for r in mimic.plan().refs}
     in_memory = {r.id: r for r in phantom.plan().refs}
     assert from_layout.keys() == in_memory.keys()
+    pixels = []
     for ref_id in list(in_memory)[:4]:
         a, b = mimic.load(from_layout[ref_id]), phantom.load(in_memory[ref_id])
         assert a.report == b.report and a.split == b.split
         assert (a.subject_id, a.study_id, a.image_path) == (b.subject_id, b.study_id, b.image_path)
         assert a.scene == b.scene
+        # the same image: the JPEG read from the layout is the one made in memory
+        assert a.image_bytes == b.image_bytes
+        assert (a.width, a.height) == (b.width, b.height) == (128, 128)
+        pixels.append(np.asarray(Image.open(io.BytesIO(a.image_bytes))))
+        assert np.array_equal(pixels[-1], np.asarray(Image.open(io.BytesIO(b.image_bytes))))
+    # the comparison can fail: different studies have different images
+    assert all(not np.array_equal(pixels[0], p) for p in pixels[1:])
     assert phantom.license_info().credentialed is False
 
 

@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
-from advbench.config import parse_config
+from advbench.config import load_config, parse_config
 from advbench.pipeline import make_source
 from advbench.records import InputRejected
 from advbench.sources.base import SourceError
@@ -83,12 +84,25 @@ def test_reports_folder_and_plain_csv_read_the_same(tmp_path):
     assert loaded["d0003-pa"].report_path == "mimic-cxr-reports/files/p10/p10000003/s50000003.txt"
 
 
-def test_explicit_reports_path_relative_to_config(tmp_path):
+def test_explicit_reports_path_relative_to_config(tmp_path, monkeypatch):
     root = make_mimic_root(tmp_path / "m")
-    shutil.move(root / "mimic-cxr-reports.zip", tmp_path / "elsewhere.zip")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    shutil.move(root / "mimic-cxr-reports.zip", configs / "elsewhere.zip")
     with pytest.raises(SourceError, match=r"no reports .* found in .*files"):
         _source(root).plan()
-    _, loaded, _ = _load_all(_source(root, reports=str(tmp_path / "elsewhere.zip")))
+    path = configs / "build.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "t", "version": "1.0.0", "output": "out",
+        "sources": [{"kind": "mimic-cxr-jpg", "root": "../m", "reports": "elsewhere.zip"}],
+    }))
+    # A working directory with no such files: only the config's folder can resolve them.
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    source = make_source(load_config(path), 0)
+    assert source.reports_path().resolve() == (configs / "elsewhere.zip").resolve()
+    _, loaded, _ = _load_all(source)
     assert len(loaded) == 4
 
 
@@ -119,3 +133,21 @@ def test_unusable_roots_raise_source_error(tmp_path):
 def test_license_is_credentialed(mimic_root):
     lic = _source(mimic_root).license_info()
     assert lic.credentialed and "PhysioNet" in lic.name
+
+
+def test_loaded_studies_are_chest_radiographs(mimic_root):
+    _, loaded, _ = _load_all(_source(mimic_root))
+    assert {(s.modality, s.body_part) for s in loaded.values()} == {("XR", "chest")}
+
+
+def test_missing_report_names_the_study_and_the_reports_zip(mimic_root):
+    _, _, rejected = _load_all(_source(mimic_root))
+    message = rejected["d0004-pa"].message
+    assert "s50000004" in message and "mimic-cxr-reports.zip" in message
+
+
+def test_default_image_option_keeps_the_file_bytes(mimic_root):
+    source = _source(mimic_root)
+    _, loaded, _ = _load_all(source)
+    for study in loaded.values():
+        assert study.image_bytes == (mimic_root / study.image_path).read_bytes()

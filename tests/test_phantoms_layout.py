@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -21,6 +22,9 @@ from advbench.phantoms import (
 from advbench.phantoms.layout import METADATA_COLUMNS
 from advbench.sources.base import CHEXPERT_COLUMNS
 
+# MIMIC-CXR-JPG dicom ids: five groups of 8 lowercase hex digits
+DICOM_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
+
 
 def _csv(path):
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -34,8 +38,7 @@ def test_generate_study_is_deterministic_with_mimic_like_ids():
     assert a.scene == b.scene and a.chexpert == b.chexpert
     assert len(a.subject_id) == 8 and a.subject_id.startswith("1")
     assert len(a.study_id) == 8 and a.study_id.startswith("5")
-    parts = a.dicom_id.split("-")
-    assert [len(p) for p in parts] == [8] * 5 and all(int(p, 16) >= 0 for p in parts)
+    assert DICOM_ID.fullmatch(a.dicom_id) and DICOM_ID.fullmatch(a.lateral_dicom_id)
     assert a.study_date.startswith("21") and len(a.study_date) == 8
     assert a.view_position == "PA" and a.image.shape == (96, 96)
     jpeg = a.jpeg_bytes()
@@ -43,12 +46,28 @@ def test_generate_study_is_deterministic_with_mimic_like_ids():
     assert a.lateral_image().shape == (96, 96)
     other = generate_study(8, seed=3, size=96)
     assert other.dicom_id != a.dicom_id and other.subject_id != a.subject_id
+    # the anatomy seed (noise and texture) is a function of (index, seed) like the rest
+    assert a.scene.anatomy.seed == b.scene.anatomy.seed
+    assert other.scene.anatomy.seed != a.scene.anatomy.seed
+    assert generate_study(7, seed=4, size=96).scene.anatomy.seed != a.scene.anatomy.seed
+
+
+def test_anatomy_seeds_are_stable_and_differ_between_studies():
+    seeds = [generate_study(i, seed=5, size=64).scene.anatomy.seed for i in range(40)]
+    assert len(set(seeds)) == 40 and all(0 <= s < 2**31 - 1 for s in seeds)
+    assert seeds[:3] == [generate_study(i, seed=5, size=64).scene.anatomy.seed for i in range(3)]
+    other = {generate_study(i, seed=6, size=64).scene.anatomy.seed for i in range(3)}
+    assert not other & set(seeds)
 
 
 def test_ids_are_unique_and_splits_about_80_10_10():
     ids = [study_ids(i, seed=11) for i in range(3000)]
     for key in ("subject_id", "study_id", "dicom_id", "lateral_dicom_id"):
         assert len({d[key] for d in ids}) == 3000
+    assert all(DICOM_ID.fullmatch(d[k]) for d in ids for k in ("dicom_id", "lateral_dicom_id"))
+    assert ids == [study_ids(i, seed=11) for i in range(3000)]  # stable for a seed
+    other = [study_ids(i, seed=12) for i in range(3000)]
+    assert not {d["dicom_id"] for d in ids} & {d["dicom_id"] for d in other}
     assert not {d["dicom_id"] for d in ids} & {d["lateral_dicom_id"] for d in ids}
     splits = [study_split(i, seed=11) for i in range(3000)]
     share = {s: splits.count(s) / 3000 for s in ("train", "validate", "test")}
@@ -133,4 +152,8 @@ def test_layout_reads_through_the_mimic_ingest(tmp_path):
     assert {o.reason for o in plan.rejected} == {"view_not_selected"}
     study = source.load(plan.refs[0])
     assert "IMPRESSION:" in study.report and study.scene["report_concepts"]
-    assert Scene.from_dict(study.scene).anatomy.seed >= 0
+    index = next(i for i in range(4) if study_ids(i, seed=9)["dicom_id"] == study.image_id)
+    made = generate_study(index, seed=9, size=64)
+    # the scene, anatomy seed included, survives the layout and the ingest unchanged
+    assert Scene.from_dict(study.scene) == made.scene
+    assert Scene.from_dict(study.scene).anatomy.seed == made.scene.anatomy.seed

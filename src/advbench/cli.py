@@ -56,7 +56,7 @@ def _run_build(cfg, *, overwrite: bool, prefect: bool):
     """Build with a progress bar; turn expected failures into a clear message and exit 1."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from advbench.pipeline import BuildError
+    from advbench.errors import BuildError
     from advbench.sources.base import SourceError
 
     console = _console()
@@ -96,30 +96,25 @@ def _print_summary(summary) -> None:
     from rich.table import Table
 
     out = Console()
-    c = summary.counts
-    out.print(f"[bold green]release[/] {summary.path}")
-    out.print(
-        f"inputs {c['inputs']}: accepted {c['accepted']}, rejected {c['rejected']}, "
-        f"failed {c['failed']}  ({summary.seconds:.1f} s)"
-    )
-    if summary.reasons:
-        t = Table("status", "stage", "reason", "count", title="not accepted")
-        for r in summary.reasons:
-            t.add_row(r["status"], r["stage"], str(r["reason"]), str(r["count"]))
-        out.print(t)
-    t = Table("split", "rows", title="clean")
-    for split, n in summary.splits.items():
-        t.add_row(split, str(n))
-    out.print(t)
-    t = Table("class", "studies (positive)", title="studies per class")
-    for cls, n in summary.class_counts.items():
-        t.add_row(cls, str(n))
-    out.print(t)
-    states = ("positive", "uncertain", "negative", "absent")
-    t = Table("concept", *states, title="concept states")
-    for concept, counts in summary.concept_states.items():
-        t.add_row(concept, *(str(counts.get(s, 0)) for s in states))
-    out.print(t)
+    out.print(f"[bold green]release[/] {summary.path}  ({summary.seconds:.1f} s)")
+    for name, config in summary.configs.items():
+        c = config.counts
+        total = "planned" if config.derived else "inputs"
+        split_rows = ", ".join(f"{s} {n}" for s, n in config.splits.items()) or "no rows"
+        out.print(
+            f"[bold]{name}[/]: {total} {c[total]}: accepted {c['accepted']}, "
+            f"rejected {c['rejected']}, failed {c['failed']}  ({split_rows})"
+        )
+        if config.reasons:
+            t = Table("status", "stage", "reason", "count", title=f"{name}: not accepted")
+            for r in config.reasons:
+                t.add_row(r["status"], r["stage"], str(r["reason"]), str(r["count"]))
+            out.print(t)
+        for table in config.tables:
+            t = Table(*table.columns, title=f"{name}: {table.title}")
+            for row in table.rows:
+                t.add_row(*(str(v) for v in row))
+            out.print(t)
     if summary.credentialed:
         out.print("[yellow]credentialed source data: share this release only in a private or "
                   "gated place[/]")

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from advbench.attacks import identity  # noqa: F401  (registers it)
+from advbench.attacks.base import ATTACKS
 from advbench.sources import mimic_cxr_jpg, phantom_cxr  # noqa: F401  (registers them)
 from advbench.sources.base import SOURCES
+from advbench.workers import RUNNERS, default_workers
 
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 
 SourceSpec = Annotated[
     Union[tuple(cls.Config for _, cls in SOURCES)],  # noqa: UP007 (built from the registry)
+    Field(discriminator="kind"),
+]
+AttackSpec = Annotated[
+    Union[tuple(cls.Config for _, cls in ATTACKS)],  # noqa: UP007 (built from the registry)
     Field(discriminator="kind"),
 ]
 
@@ -37,9 +44,35 @@ class BuildConfig(BaseModel):
     shard_size: int = Field(default=500, gt=0, le=100_000, description="Studies per shard.")
     row_group_size: int = Field(default=100, gt=0, description="Parquet rows per row group.")
     sources: list[SourceSpec] = Field(min_length=1, description="Input data sources.")
+    attacks: list[AttackSpec] = Field(
+        default_factory=list,
+        description="Derived configs made from the accepted studies (one release config each).",
+    )
+    workers: int | None = Field(
+        default=None, gt=0, le=1024,
+        description="Shards processed at once; default: the number of cores.",
+    )
+    runner: Literal[tuple(RUNNERS.names())] = Field(  # type: ignore[valid-type]
+        default="processes",
+        description=f"Where shard work runs: {', '.join(RUNNERS.names())}.",
+    )
 
     # Where the config file lives: relative paths in it are resolved from there.
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> BuildConfig:
+        seen = {"clean"}
+        for i, attack in enumerate(self.attacks):
+            name = attack.config_name()
+            if name in seen:
+                raise ValueError(f"attacks[{i}]: release config {name!r} is already taken; "
+                                 "give this entry another `name`")
+            seen.add(name)
+        return self
+
+    def worker_count(self) -> int:
+        return self.workers or default_workers()
 
     def output_dir(self) -> Path:
         out = self.output.expanduser()
@@ -62,8 +95,8 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part) in SOURCES.names():  # discriminator tag: not a key the user wrote
-            continue
+        elif str(part) in SOURCES.names() or str(part) in ATTACKS.names():
+            continue  # discriminator tag: not a key the user wrote
         else:
             out += f".{part}" if out else str(part)
     return out or "(top level)"
@@ -79,12 +112,18 @@ def format_validation_error(where: str, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         msg = err["msg"]
+        what, registry = ("attack", ATTACKS) if err["loc"][:1] == ("attacks",) else (
+            "source", SOURCES)
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "union_tag_invalid":
-            msg = f"unknown source kind; known: {', '.join(SOURCES.names())}"
+            msg = f"unknown {what} kind; known: {', '.join(registry.names())}"
         elif err["type"] == "union_tag_not_found":
-            msg = f"missing `kind`; known: {', '.join(SOURCES.names())}"
+            msg = f"missing `kind`; known: {', '.join(registry.names())}"
+        elif err["type"] == "value_error" and not err["loc"]:
+            msg = msg.removeprefix("Value error, ")
+            lines.append(f"{where}: {msg}")
+            continue
         elif err["type"] == "string_pattern_mismatch":
             msg = _PATTERN_HINTS.get(str(err["loc"][-1]), msg)
         if err["type"] != "missing" and not isinstance(err.get("input"), dict | list):

@@ -1,44 +1,64 @@
 """The build stages as plain functions: plan → process shards → finalise the release.
 
 ``flows/build.py`` wraps these in Prefect tasks; ``build_release`` runs them in-process, so the
-library works without any Prefect server.
+library works without any Prefect server. Either way shards run on a pool of ``workers``
+(``advbench.workers``), and every worker reuses its opened sources and models across shards.
+
+A shard task loads its studies, extracts their concepts and streams ``clean`` rows into its
+Parquet shard; then each attack of the build turns the accepted studies, a batch at a time,
+into the rows of its derived config. Every input and every planned case ends as one outcome.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from advbench.attacks.base import ATTACKS, Attack
 from advbench.config import BuildConfig
-from advbench.records import SPLITS, InputRejected, Outcome, StudyRef
-from advbench.release import clean
-from advbench.release.shards import shard_name, write_shard
+from advbench.errors import BuildError
+from advbench.records import SPLITS, InputRejected, Outcome, Sample, StudyRef
+from advbench.release.clean import CONFIG_NAME as CLEAN
+from advbench.release.clean import AcceptedStudy, CleanConfig
+from advbench.release.configs import ReleaseConfig
+from advbench.release.shards import RowError, ShardWriter, shard_name
 from advbench.sources.base import SOURCES, Source
+from advbench.workers import RUNNERS, WORKER_CACHE, Runner, WorkerCache
+
+if TYPE_CHECKING:
+    from advbench.release.assemble import ReleaseSummary
 
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """One unit of work: the studies of one split that go into one Parquet shard."""
+    """One unit of work: the studies of one split that go into shard ``index`` of ``count``
+    of every config of the build."""
 
-    config_name: str
     split: str
     index: int
     count: int
     refs: tuple[StudyRef, ...]
 
-    @property
-    def relpath(self) -> str:
-        return f"data/{self.config_name}/{shard_name(self.split, self.index, self.count)}"
+    def relpath(self, config: str) -> str:
+        return f"data/{config}/{shard_name(self.split, self.index, self.count)}"
 
 
 @dataclass
 class BuildPlan:
+    """Everything finalising needs, decided before any shard runs."""
+
     shards: list[ShardSpec]
     selection: list[Outcome]  # inputs turned away while selecting, before any shard
     staging_dir: Path
+    configs: dict[str, ReleaseConfig]  # "clean", then one per attack of the build
+    sources: list[dict[str, Any]]  # kind, license, image option of each source
     started: float = field(default_factory=time.time)
 
     @property
@@ -46,24 +66,50 @@ class BuildPlan:
         return sum(len(s.refs) for s in self.shards) + len(self.selection)
 
 
-@dataclass
-class ShardResult:
-    spec_path: str
+@dataclass(frozen=True)
+class ShardFile:
+    config: str
     split: str
+    path: str  # relative to the release folder
     rows: int
     sha256: str
     bytes: int
+
+
+@dataclass
+class ShardResult:
+    split: str
+    index: int
+    files: list[ShardFile]
     outcomes: list[Outcome]
+    planned: dict[str, int]  # cases planned per derived config
     seconds: float
 
-
-class BuildError(Exception):
-    """A build that cannot go on (unusable source, existing release, nothing accepted)."""
+    def rows(self, config: str = CLEAN) -> int:
+        return sum(f.rows for f in self.files if f.config == config)
 
 
 def make_source(config: BuildConfig, index: int) -> Source:
     spec = config.sources[index]
     return SOURCES.get(spec.kind)(spec, index=index, base_dir=config.base_dir, seed=config.seed)
+
+
+def make_attack(config: BuildConfig, index: int) -> Attack:
+    spec = config.attacks[index]
+    return ATTACKS.get(spec.kind)(spec, seed=config.seed)
+
+
+def release_configs(config: BuildConfig) -> dict[str, ReleaseConfig]:
+    """The build's release configs by name: ``clean`` first, then one per attack entry."""
+    out: dict[str, ReleaseConfig] = {CLEAN: CleanConfig()}
+    for spec in config.attacks:
+        out[spec.config_name()] = ATTACKS.get(spec.kind).release_config(spec.config_name())
+    return out
+
+
+def make_runner(config: BuildConfig, shards: int) -> Runner:
+    """The build's pool: ``workers`` wide, never wider than the number of shards."""
+    return RUNNERS.get(config.runner)(min(config.worker_count(), max(1, shards)))
 
 
 def plan_build(config: BuildConfig, *, overwrite: bool = False) -> BuildPlan:
@@ -75,10 +121,15 @@ def plan_build(config: BuildConfig, *, overwrite: bool = False) -> BuildPlan:
         )
     refs: list[StudyRef] = []
     selection: list[Outcome] = []
-    for index in range(len(config.sources)):
-        plan = make_source(config, index).plan()
+    sources: list[dict[str, Any]] = []
+    for index, spec in enumerate(config.sources):
+        source = make_source(config, index)
+        plan = source.plan()
         refs.extend(plan.refs)
         selection.extend(plan.rejected)
+        lic = source.license_info()
+        sources.append({"kind": spec.kind, "license": lic.name, "license_url": lic.url,
+                        "credentialed": lic.credentialed, "image": spec.image.model_dump()})
     seen: set[str] = set()
     unique: list[StudyRef] = []
     for ref in refs:
@@ -96,40 +147,140 @@ def plan_build(config: BuildConfig, *, overwrite: bool = False) -> BuildPlan:
         count = -(-len(mine) // config.shard_size)
         for i in range(count):
             chunk = tuple(mine[i * config.shard_size : (i + 1) * config.shard_size])
-            shards.append(ShardSpec(clean.CONFIG_NAME, split, i, count, chunk))
+            shards.append(ShardSpec(split, i, count, chunk))
 
     staging = release.with_name(f".{release.name}.staging")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    return BuildPlan(shards=shards, selection=selection, staging_dir=staging)
+    return BuildPlan(shards=shards, selection=selection, staging_dir=staging,
+                     configs=release_configs(config), sources=sources)
 
 
-def process_shard(config: BuildConfig, spec: ShardSpec, staging_dir: Path) -> ShardResult:
-    """Load, extract concepts and write one shard; every input ends as one outcome."""
+def _fingerprint(config: BuildConfig) -> str:
+    """What a worker's cached sources and attacks depend on."""
+    text = f"{config.base_dir.resolve()}\n{config.model_dump_json()}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _batches(refs: tuple[StudyRef, ...], size: int) -> Iterator[tuple[StudyRef, ...]]:
+    for i in range(0, len(refs), size):
+        yield refs[i : i + size]
+
+
+def process_shard(
+    config: BuildConfig, spec: ShardSpec, staging_dir: Path, cache: WorkerCache = WORKER_CACHE
+) -> ShardResult:
+    """Load, extract and write one shard of every config; every input ends as one outcome."""
     from advbench.concepts.extract import extract
 
     t0 = time.perf_counter()
-    sources: dict[int, Source] = {}
-    rows, outcomes = [], []
-    for ref in spec.refs:
-        try:
-            source = sources.get(ref.source_index)
-            if source is None:
-                source = sources[ref.source_index] = make_source(config, ref.source_index)
-            study = source.load(ref)
-            rows.append(clean.row(study, extract(study.report)))
-            outcomes.append(Outcome(ref.id, "accepted", "load", source_index=ref.source_index))
-        except InputRejected as exc:
-            outcomes.append(Outcome(ref.id, "rejected", "load", exc.reason, exc.message,
-                                    ref.source_index))
-        except Exception as exc:  # an unexpected error fails this input, not the build
-            outcomes.append(Outcome(ref.id, "failed", "load", type(exc).__name__,
-                                    f"{ref.id}: {exc}", ref.source_index))
-    path = staging_dir / spec.relpath
-    digest = write_shard(clean.table(rows), path, row_group_size=config.row_group_size)
-    return ShardResult(spec.relpath, spec.split, len(rows), digest, path.stat().st_size,
-                       outcomes, time.perf_counter() - t0)
+    key = _fingerprint(config)
+    configs = release_configs(config)
+    attacks = [cache.get(("attack", key, i), lambda i=i: make_attack(config, i))
+               for i in range(len(config.attacks))]
+    writers = {name: ShardWriter(staging_dir / spec.relpath(name), rc.arrow_schema(),
+                                 row_group_size=config.row_group_size)
+               for name, rc in configs.items()}
+    outcomes: list[Outcome] = []
+    planned: Counter[str] = Counter()
+    try:
+        for batch in _batches(spec.refs, config.row_group_size):
+            accepted: list[AcceptedStudy] = []
+            for ref in batch:
+                stage = "load"
+                try:
+                    source = cache.get(("source", key, ref.source_index),
+                                       lambda r=ref: make_source(config, r.source_index))
+                    study = source.load(ref)
+                    stage = "concepts"
+                    record = AcceptedStudy(study, extract(study.report), ref.source_index)
+                    stage = "write"
+                    writers[CLEAN].add(configs[CLEAN].row(record))
+                except InputRejected as exc:
+                    outcomes.append(Outcome(ref.id, "rejected", stage, exc.reason, exc.message,
+                                            ref.source_index))
+                except Exception as exc:  # an unexpected error fails this input, not the shard
+                    outcomes.append(Outcome(ref.id, "failed", stage, type(exc).__name__,
+                                            f"{ref.id}: {exc}", ref.source_index))
+                else:
+                    outcomes.append(Outcome(ref.id, "accepted", stage,
+                                            source_index=ref.source_index))
+                    accepted.append(record)
+            for attack in attacks:
+                name = attack.config_name
+                found = _run_attack(attack, accepted, configs[name], writers[name], cache)
+                planned[name] += len(found)
+                outcomes.extend(found)
+        files = []
+        for name, writer in writers.items():
+            written = writer.close()
+            if written is not None:
+                files.append(ShardFile(name, spec.split, spec.relpath(name), written.rows,
+                                       written.sha256, written.bytes))
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    return ShardResult(spec.split, spec.index, files, outcomes, dict(planned),
+                       time.perf_counter() - t0)
+
+
+def _run_attack(
+    attack: Attack,
+    studies: list[AcceptedStudy],
+    release: ReleaseConfig,
+    writer: ShardWriter,
+    cache: WorkerCache,
+) -> list[Outcome]:
+    """Plan and run one attack on a batch of accepted studies: one outcome per planned case.
+
+    An error while planning fails one case per study; an error while running fails the cases
+    not yet made; a sample that does not fit the config's rows fails that case alone.
+    """
+    name = attack.config_name
+    if not studies:
+        return []
+    try:
+        cases = attack.plan(studies)
+    except Exception as exc:
+        return [Outcome(f"{s.study.id}.{name}", "failed", "plan", type(exc).__name__,
+                        f"{s.study.id}: {exc}", s.source_index, name) for s in studies]
+    pending = {c.id: c for c in cases}
+    if len(pending) != len(cases):
+        raise BuildError(f"attack {attack.kind!r} planned duplicate case ids")  # a bug
+    outcomes: list[Outcome] = []
+    try:
+        for item in attack.run(cases, cache):
+            case = pending.pop(item.id, None)
+            if case is None:
+                raise BuildError(f"attack {attack.kind!r} returned {item.id!r}, which it did "
+                                 "not plan or returned twice")  # a bug in the attack
+            if isinstance(item, Sample):
+                try:
+                    writer.add(release.row(item))
+                except (RowError, ValueError) as exc:
+                    outcomes.append(Outcome(case.id, "failed", "write", type(exc).__name__,
+                                            f"{case.id}: {exc}", case.study.source_index, name))
+                else:
+                    outcomes.append(Outcome(case.id, "accepted", "run",
+                                            source_index=case.study.source_index, config=name))
+            elif item.status == "accepted" or item.config != name:
+                raise BuildError(f"attack {attack.kind!r} returned a bad outcome {item}")
+            else:
+                outcomes.append(item)
+    except BuildError:
+        raise
+    except Exception as exc:
+        for case in pending.values():
+            outcomes.append(Outcome(case.id, "failed", "run", type(exc).__name__,
+                                    f"{case.id}: {exc}", case.study.source_index, name))
+        pending.clear()
+    for case in pending.values():
+        outcomes.append(Outcome(case.id, "failed", "run", "no_result",
+                                f"{case.id}: the attack returned nothing for this case",
+                                case.study.source_index, name))
+    return outcomes
 
 
 def build_release(
@@ -137,14 +288,22 @@ def build_release(
     *,
     overwrite: bool = False,
     on_shard: Callable[[ShardResult], None] | None = None,
-):
-    """Run the whole build in this process (no Prefect); return the release summary."""
+) -> ReleaseSummary:
+    """Run the whole build in this process (no Prefect) on a pool of ``workers``."""
     from advbench.release.assemble import finalize_release
 
     plan = plan_build(config, overwrite=overwrite)
     results = []
-    for spec in plan.shards:
-        results.append(process_shard(config, spec, plan.staging_dir))
-        if on_shard:
-            on_shard(results[-1])
+    with make_runner(config, len(plan.shards)).executor() as pool:
+        futures = [pool.submit(process_shard, config, spec, plan.staging_dir)
+                   for spec in plan.shards]
+        try:
+            for future in as_completed(futures):
+                results.append(future.result())
+                if on_shard:
+                    on_shard(results[-1])
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     return finalize_release(config, plan, results)

@@ -1,5 +1,7 @@
-"""Finalise a release: reconcile the counts, write manifest, rejections and card, then move the
-staging folder into place as ``<output>/<name>/<version>/`` in one rename.
+"""Finalise a release: reconcile the counts of every config, write manifest, rejections and
+card, then move the staging folder into place as ``<output>/<name>/<version>/`` in one rename.
+
+Everything needed comes from the plan and the shard results (no source is opened here).
 """
 
 from __future__ import annotations
@@ -9,32 +11,54 @@ import json
 import os
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advbench import __version__
-from advbench.concepts.vocabulary import CLASSES, CONCEPTS
+from advbench.errors import BuildError
 from advbench.records import SPLITS, Outcome
-from advbench.release import clean
 from advbench.release.card import render_card
+from advbench.release.clean import CONFIG_NAME as CLEAN
+from advbench.release.configs import ReleaseConfig, SummaryTable
+from advbench.release.shards import shard_name
 
 if TYPE_CHECKING:
     from advbench.config import BuildConfig
-    from advbench.pipeline import BuildPlan, ShardResult
+    from advbench.pipeline import BuildPlan, ShardFile, ShardResult
+
+
+@dataclass
+class ConfigSummary:
+    """One config of a release: counts that reconcile, splits, and its summary tables."""
+
+    name: str
+    derived: bool
+    counts: dict[str, int]  # clean: inputs; derived: planned; + accepted, rejected, failed
+    reasons: list[dict[str, Any]]
+    splits: dict[str, int]
+    tables: list[SummaryTable] = field(default_factory=list)
 
 
 @dataclass
 class ReleaseSummary:
     path: Path
-    counts: dict[str, int]
-    reasons: list[dict[str, Any]]
-    splits: dict[str, int]
-    class_counts: dict[str, int]
-    concept_states: dict[str, dict[str, int]]
+    configs: dict[str, ConfigSummary]
     seconds: float
     credentialed: bool = False
-    notes: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The ``clean`` counts: every input accepted, rejected or failed."""
+        return self.configs[CLEAN].counts
+
+    @property
+    def reasons(self) -> list[dict[str, Any]]:
+        return self.configs[CLEAN].reasons
+
+    @property
+    def splits(self) -> dict[str, int]:
+        return self.configs[CLEAN].splits
 
 
 def _reason_table(outcomes: list[Outcome]) -> list[dict[str, Any]]:
@@ -45,126 +69,133 @@ def _reason_table(outcomes: list[Outcome]) -> list[dict[str, Any]]:
     ]
 
 
-def _content_counts(data_dir: Path) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """Studies per class and concept-state counts, read back from the shards with DuckDB."""
+def _tables(release: ReleaseConfig, files: list[Path]) -> list[SummaryTable]:
+    """The config's summary tables, read back from its shards with DuckDB."""
+    if not files:
+        return []
     import duckdb
 
-    files = sorted(str(p) for p in data_dir.glob("*.parquet"))
-    if not files:
-        return {c: 0 for c in CLASSES}, {c: {} for c in CONCEPTS}
     con = duckdb.connect()
-    source = "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "])"
-    labels = ", ".join(f"count(*) FILTER (WHERE label_{c} = 'positive')" for c in CLASSES)
-    (counts,) = con.sql(f"SELECT {labels} FROM {source}").fetchall()
-    class_counts = dict(zip(CLASSES, counts, strict=True))
-    states: dict[str, dict[str, int]] = {}
-    for c in CONCEPTS:
-        pairs = con.sql(f"SELECT concept_{c}, count(*) FROM {source} GROUP BY 1").fetchall()
-        states[c] = {s: n for s, n in sorted(pairs)}
-    con.close()
-    return class_counts, states
+    try:
+        rows = "read_parquet([" + ", ".join(
+            "'" + str(f).replace("'", "''") + "'" for f in files) + "])"
+        return release.summary(con, rows)
+    finally:
+        con.close()
 
 
-def _compact_shards(staging: Path, results: list[ShardResult]) -> list[ShardResult]:
-    """Drop shards left empty by rejections and renumber the rest ``-NNNNN-of-NNNNN``.
+def _compact(staging: Path, files: list[ShardFile]) -> list[ShardFile]:
+    """Renumber each config's shards of a split ``-NNNNN-of-NNNNN`` over the files written.
 
-    Readers (``datasets`` among them) refuse zero-row Parquet files. Renaming keeps content
-    and sha256.
+    Shards left without rows wrote no file (readers refuse zero-row Parquet files). Renaming
+    keeps content and sha256.
     """
-    from dataclasses import replace
-
-    from advbench.release.shards import shard_name
-
-    kept: list[ShardResult] = []
-    groups: dict[tuple[str, str], list[ShardResult]] = {}
-    for r in sorted(results, key=lambda r: r.spec_path):
-        groups.setdefault((str(Path(r.spec_path).parent), r.split), []).append(r)
-    for (folder, split), group in groups.items():
-        for r in group:
-            if r.rows == 0:
-                (staging / r.spec_path).unlink()
-        full = [r for r in group if r.rows > 0]
-        for i, r in enumerate(full):
-            new = f"{folder}/{shard_name(split, i, len(full))}"
-            if new != r.spec_path:
-                os.replace(staging / r.spec_path, staging / new)
-            kept.append(replace(r, spec_path=new))
+    kept: list[ShardFile] = []
+    groups: dict[tuple[str, str], list[ShardFile]] = {}
+    for f in sorted(files, key=lambda f: f.path):
+        groups.setdefault((f.config, f.split), []).append(f)
+    for (config, split), group in groups.items():
+        for i, f in enumerate(group):
+            new = f"data/{config}/{shard_name(split, i, len(group))}"
+            if new != f.path:
+                os.replace(staging / f.path, staging / new)
+            kept.append(replace(f, path=new))
     return kept
+
+
+def _reconcile(name: str, derived: bool, outcomes: list[Outcome], expected: int,
+               rows: int) -> dict[str, int]:
+    """Counts of one config; they must add up (a mismatch is a bug, never bad input)."""
+    counts = Counter(o.status for o in outcomes)
+    totals = {"planned" if derived else "inputs": expected,
+              "accepted": counts["accepted"], "rejected": counts["rejected"],
+              "failed": counts["failed"]}
+    if counts["accepted"] + counts["rejected"] + counts["failed"] != expected:
+        raise BuildError(f"counts of config {name!r} do not reconcile: {totals}")
+    if rows != counts["accepted"]:
+        raise BuildError(f"config {name!r}: shards hold {rows} rows but "
+                         f"{counts['accepted']} were accepted")
+    return totals
 
 
 def finalize_release(
     config: BuildConfig, plan: BuildPlan, results: list[ShardResult]
 ) -> ReleaseSummary:
     """Write manifest, rejections and card into the staging folder, then move it into place."""
-    from advbench.pipeline import BuildError, make_source
-
     staging = plan.staging_dir
+    releases = plan.configs
     outcomes = list(plan.selection) + [o for r in results for o in r.outcomes]
-    counts = Counter(o.status for o in outcomes)
-    totals = {
-        "inputs": plan.inputs,
-        "accepted": counts["accepted"],
-        "rejected": counts["rejected"],
-        "failed": counts["failed"],
-    }
-    if totals["accepted"] + totals["rejected"] + totals["failed"] != totals["inputs"]:
-        raise BuildError(f"counts do not reconcile: {totals}")  # a bug, never bad input
-    rows = sum(r.rows for r in results)
-    if rows != totals["accepted"]:
-        raise BuildError(f"shards hold {rows} rows but {totals['accepted']} inputs were accepted")
+    by_config: dict[str, list[Outcome]] = {name: [] for name in plan.configs}
+    for o in outcomes:
+        by_config[o.config].append(o)
+    files = [f for r in results for f in r.files]
 
-    reasons = _reason_table(outcomes)
-    with open(staging / "rejections.jsonl", "w", encoding="utf-8") as f:
+    with open(staging / "rejections.jsonl", "w", encoding="utf-8") as out:
         for o in outcomes:
             if o.status != "accepted":
-                f.write(json.dumps(o.to_dict()) + "\n")
+                out.write(json.dumps(o.to_dict()) + "\n")
 
-    if totals["accepted"] == 0:
-        top = "; ".join(f"{r['reason']}: {r['count']}" for r in reasons[:5]) or "no inputs"
+    summaries: dict[str, ConfigSummary] = {}
+    for name in plan.configs:
+        derived = releases[name].derived
+        expected = (sum(r.planned.get(name, 0) for r in results) if derived else plan.inputs)
+        rows = sum(f.rows for f in files if f.config == name)
+        counts = _reconcile(name, derived, by_config[name], expected, rows)
+        summaries[name] = ConfigSummary(name, derived, counts, _reason_table(by_config[name]),
+                                        {})
+    clean = summaries[CLEAN]
+    if clean.counts["accepted"] == 0:
+        top = "; ".join(f"{r['reason']}: {r['count']}" for r in clean.reasons[:5]) or "no inputs"
         raise BuildError(
-            f"nothing was accepted from {totals['inputs']} inputs ({top}); "
+            f"nothing was accepted from {clean.counts['inputs']} inputs ({top}); "
             f"every input and its reason is listed in {staging / 'rejections.jsonl'}"
         )
 
-    results = _compact_shards(staging, results)
-    splits = {s: 0 for s in SPLITS}
-    split_bytes = {s: 0 for s in SPLITS}
-    for r in results:
-        splits[r.split] += r.rows
-        split_bytes[r.split] += r.bytes
-    present = [s for s in SPLITS if any(r.split == s for r in results)]
-    splits = {s: splits[s] for s in present}
-    split_bytes = {s: split_bytes[s] for s in present}
-
-    sources = []
-    for index, spec in enumerate(config.sources):
-        lic = make_source(config, index).license_info()
-        mine = Counter(o.status for o in outcomes if o.source_index == index)
-        sources.append({
-            "kind": spec.kind,
-            "license": lic.name,
-            "license_url": lic.url,
-            "credentialed": lic.credentialed,
-            "counts": {k: mine[k] for k in ("accepted", "rejected", "failed")},
+    files = _compact(staging, files)
+    card_configs = []
+    for name, summary in summaries.items():
+        mine = [f for f in files if f.config == name]
+        present = [s for s in SPLITS if any(f.split == s for f in mine)]
+        summary.splits = {s: sum(f.rows for f in mine if f.split == s) for s in present}
+        summary.tables = _tables(releases[name], [staging / f.path for f in mine])
+        card_configs.append({
+            "name": name,
+            "derived": summary.derived,
+            "description": releases[name].description,
+            "template": releases[name].card_template(),
+            "counts": summary.counts,
+            "reasons": summary.reasons,
+            "splits": summary.splits,
+            "bytes": {s: sum(f.bytes for f in mine if f.split == s) for s in present},
+            "features": releases[name].features(),
+            "tables": summary.tables,
         })
-    credentialed = any(s["credentialed"] for s in sources)
-    created = dt.datetime.fromtimestamp(plan.started, dt.UTC).isoformat(timespec="seconds")
-    class_counts, concept_states = _content_counts(staging / "data" / clean.CONFIG_NAME)
 
+    credentialed = any(s["credentialed"] for s in plan.sources)
+    created = dt.datetime.fromtimestamp(plan.started, dt.UTC).isoformat(timespec="seconds")
     manifest = {
         "name": config.name,
         "version": config.version,
         "created": created,
         "package": {"name": "advbench", "version": __version__},
         "config": config.to_json(),
-        "counts": totals,
-        "reasons": reasons,
-        "sources": sources,
-        "configs": {clean.CONFIG_NAME: {"splits": splits}},
+        "counts": clean.counts,
+        "reasons": clean.reasons,
+        "sources": [
+            {**s, "counts": {k: sum(1 for o in by_config[CLEAN] if o.source_index == i
+                                    and o.status == k)
+                             for k in ("accepted", "rejected", "failed")}}
+            for i, s in enumerate(plan.sources)
+        ],
+        "configs": {
+            name: {"derived": s.derived, "counts": s.counts, "reasons": s.reasons,
+                   "splits": s.splits, "tables": [t.to_dict() for t in s.tables]}
+            for name, s in summaries.items()
+        },
         "shards": [
-            {"config": clean.CONFIG_NAME, "split": r.split, "path": r.spec_path, "rows": r.rows,
-             "bytes": r.bytes, "sha256": r.sha256}
-            for r in sorted(results, key=lambda r: r.spec_path)
+            {"config": f.config, "split": f.split, "path": f.path, "rows": f.rows,
+             "bytes": f.bytes, "sha256": f.sha256}
+            for f in sorted(files, key=lambda f: f.path)
         ],
         "credentialed": credentialed,
     }
@@ -176,32 +207,19 @@ def finalize_release(
         "version": config.version,
         "description": config.description,
         "credentialed": credentialed,
-        "credentialed_licenses": sorted({s["license"] for s in sources if s["credentialed"]}),
+        "credentialed_licenses": sorted({s["license"] for s in manifest["sources"]
+                                         if s["credentialed"]}),
         "load_path": str(release),
-        "first_split": present[0],
         "package_version": __version__,
         "created": created,
         "seed": config.seed,
-        "counts": totals,
-        "reasons": reasons,
-        "sources": sources,
-        "class_counts": class_counts,
+        "sources": manifest["sources"],
     }
-    configs = [{"name": clean.CONFIG_NAME, "splits": splits, "bytes": split_bytes,
-                "features": clean.features()}]
-    license_id = "other" if credentialed or len(sources) > 1 else "cc0-1.0"
-    (staging / "README.md").write_text(render_card(context, configs, license_id), "utf-8")
+    license_id = "other" if credentialed or len(plan.sources) > 1 else "cc0-1.0"
+    (staging / "README.md").write_text(render_card(context, card_configs, license_id), "utf-8")
 
     if release.exists():  # only reached with overwrite: plan_build refused otherwise
         shutil.rmtree(release)
     os.replace(staging, release)
-    return ReleaseSummary(
-        path=release,
-        counts=totals,
-        reasons=reasons,
-        splits=splits,
-        class_counts=class_counts,
-        concept_states=concept_states,
-        seconds=0.0,
-        credentialed=credentialed,
-    )
+    return ReleaseSummary(path=release, configs=summaries, seconds=0.0,
+                          credentialed=credentialed)

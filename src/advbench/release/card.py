@@ -1,6 +1,7 @@
-"""The dataset card: YAML header for the Hub (configs, dataset_info) + a body from a template.
+"""The dataset card: YAML header for the Hub (configs, dataset_info) + a body from templates.
 
-Templates live in the repository's ``data_cards/`` folder (and are shipped in the wheel).
+Templates live in the repository's ``data_cards/`` folder (and are shipped in the wheel):
+``release.md.j2`` for the card, ``configs/<config>.md.j2`` for each config's section.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ def template_text(name: str = TEMPLATE) -> str:
 
 
 def card_header(configs: list[dict[str, Any]], license_id: str) -> str:
-    """YAML front matter: ``configs`` (data files per split) and ``dataset_info`` per config."""
+    """YAML front matter: ``configs`` (data files per split) and ``dataset_info`` per config.
+
+    A config without rows has no data files and is left out: ``load_dataset`` cannot read it.
+    """
     from datasets import DatasetInfo, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from datasets.utils.metadata import MetadataConfigs
@@ -32,12 +36,12 @@ def card_header(configs: list[dict[str, Any]], license_id: str) -> str:
     card = DatasetCardData(license=license_id, task_categories=["image-classification"],
                            tags=["medical", "adversarial", "chest-x-ray", "advbench"])
     meta, infos = {}, {}
-    for i, c in enumerate(configs):
+    for c in (c for c in configs if c["splits"]):
         meta[c["name"]] = {
             "data_files": [
                 {"split": s, "path": f"data/{c['name']}/{s}-*"} for s in c["splits"]
             ],
-            **({"default": True} if i == 0 else {}),
+            **({"default": True} if not meta else {}),
         }
         splits = SplitDict()
         for s, rows in c["splits"].items():
@@ -52,6 +56,9 @@ def card_header(configs: list[dict[str, Any]], license_id: str) -> str:
 
 
 def render_card(context: dict[str, Any], configs: list[dict[str, Any]], license_id: str) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    body = env.from_string(template_text()).render(**context, configs=configs)
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(template_text),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+    )
+    body = env.get_template(TEMPLATE).render(**context, configs=configs)
     return card_header(configs, license_id) + "\n" + body

@@ -2,27 +2,40 @@
 
 Features are declared once here; the Parquet schema (with the Hugging Face feature metadata
 that makes ``load_dataset`` return PIL images) and the card's ``dataset_info`` come from them.
+Source images keep their bytes exactly as the source gave them.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from functools import cache
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from advbench.concepts.vocabulary import CLASSES, CONCEPTS
+from advbench.images import image_suffix
 from advbench.records import Study
+from advbench.release.configs import RELEASE_CONFIGS, ReleaseConfig, SummaryTable
 from advbench.sources.base import CHEXPERT_COLUMNS
 
 if TYPE_CHECKING:
     import datasets
-    import pyarrow as pa
+    import duckdb
 
     from advbench.concepts.extract import ConceptResult
 
 CONFIG_NAME = "clean"
+
+
+@dataclass
+class AcceptedStudy:
+    """A loaded study with its extracted concepts: a ``clean`` row, and the input of every
+    derived config."""
+
+    study: Study
+    concepts: ConceptResult
+    source_index: int = 0
 
 
 def chexpert_key(column: str) -> str:
@@ -43,6 +56,8 @@ def features() -> datasets.Features:
             "study_id": text,
             "image_id": text,
             "view_position": text,
+            "modality": text,
+            "body_part": text,
             "image": Image(),
             "width": Value("int32"),
             "height": Value("int32"),
@@ -70,14 +85,9 @@ def features() -> datasets.Features:
     )
 
 
-def arrow_schema() -> pa.Schema:
-    """The Parquet schema, carrying the features in its ``huggingface`` metadata."""
-    return features().arrow_schema
-
-
 def row(study: Study, result: ConceptResult) -> dict[str, Any]:
     """One release row from a loaded study and its extracted concepts."""
-    suffix = PurePosixPath(study.image_path).suffix or ".jpg"
+    suffix = image_suffix(study.image_bytes) or ".jpg"
     return {
         "id": study.id,
         "source": study.source,
@@ -85,6 +95,8 @@ def row(study: Study, result: ConceptResult) -> dict[str, Any]:
         "study_id": study.study_id,
         "image_id": study.image_id,
         "view_position": study.view_position,
+        "modality": study.modality,
+        "body_part": study.body_part,
         "image": {"bytes": study.image_bytes, "path": f"{study.image_id}{suffix}"},
         "width": study.width,
         "height": study.height,
@@ -112,7 +124,25 @@ def row(study: Study, result: ConceptResult) -> dict[str, Any]:
     }
 
 
-def table(rows: list[dict[str, Any]]) -> pa.Table:
-    import pyarrow as pa
+@RELEASE_CONFIGS.register(CONFIG_NAME)
+class CleanConfig(ReleaseConfig):
+    default_name = CONFIG_NAME
+    description = "the accepted source studies, with concept states and class labels"
 
-    return pa.Table.from_pylist(rows, schema=arrow_schema())
+    def features(self) -> datasets.Features:
+        return features()
+
+    def row(self, record: AcceptedStudy) -> dict[str, Any]:
+        return row(record.study, record.concepts)
+
+    def summary(self, con: duckdb.DuckDBPyConnection, rows: str) -> list[SummaryTable]:
+        labels = ", ".join(f"count(*) FILTER (WHERE label_{c} = 'positive')" for c in CLASSES)
+        (counts,) = con.sql(f"SELECT {labels} FROM {rows}").fetchall()
+        classes = SummaryTable("studies per class", ["class", "studies (positive)"],
+                               [[c, n] for c, n in zip(CLASSES, counts, strict=True)])
+        order = ("positive", "uncertain", "negative", "absent")
+        states = SummaryTable("concept states", ["concept", *order])
+        for c in CONCEPTS:
+            found = dict(con.sql(f"SELECT concept_{c}, count(*) FROM {rows} GROUP BY 1").fetchall())
+            states.rows.append([c, *(found.get(s, 0) for s in order)])
+        return [classes, states]

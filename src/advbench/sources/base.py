@@ -6,17 +6,16 @@ shards; each shard task then loads its studies, possibly in another process or m
 
 from __future__ import annotations
 
-import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from advbench.records import InputRejected, Outcome, Study, StudyRef
+from advbench.records import Outcome, Study, StudyRef
 from advbench.registry import Registry
+from advbench.sources.image import ImageOptions, PreparedImage, prepare_image
 
 CHEXPERT_COLUMNS: tuple[str, ...] = (
     "Atelectasis",
@@ -41,6 +40,10 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: str
+    image: ImageOptions = Field(
+        default_factory=ImageOptions,
+        description="How images are stored: kept as found (default), or resized/re-encoded.",
+    )
 
 
 # Split names as sources write them (MIMIC says "validate") -> Hugging Face split names.
@@ -118,6 +121,10 @@ class Source(ABC):
     def license_info(self) -> SourceLicense:
         """The license of the data read; a credentialed one must never be published openly."""
 
+    def prepare_image(self, data: bytes, where: str) -> PreparedImage:
+        """Decode an input's image fully and apply this source's ``image`` option."""
+        return prepare_image(data, self.config.image, where)
+
     def resolve(self, path: Path) -> Path:
         """Config paths are relative to the config file's folder."""
         path = Path(path).expanduser()
@@ -126,14 +133,3 @@ class Source(ABC):
 
 SOURCES: Registry[type[Source]] = Registry("source kind")
 
-
-def check_image(data: bytes, where: str) -> tuple[int, int]:
-    """Fully decode an image to catch truncation; return (width, height) or reject."""
-    if not data:
-        raise InputRejected("unreadable_image", f"image file is empty: {where}")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputRejected("unreadable_image", f"cannot decode image {where}: {exc}") from None

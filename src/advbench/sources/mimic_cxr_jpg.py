@@ -2,7 +2,11 @@
 
 Inputs are the rows of the metadata CSV (one per image). Selection (views, splits, one image
 per study, limit) turns some away with a reason; loading turns away missing or corrupt images
-and missing or empty reports. Nothing is dropped silently.
+and missing, empty or unreadable reports. Nothing is dropped silently.
+
+Each planned study's report is looked up while planning and carried in the plan
+(``StudyRef.fields["report"]``, a ``ReportLocation`` or ``None``), so loading a shard reads
+only its own reports and never indexes the reports zip or folder again.
 """
 
 from __future__ import annotations
@@ -26,9 +30,8 @@ from advbench.sources.base import (
     SourceLicense,
     SourcePlan,
     SplitSelection,
-    check_image,
 )
-from advbench.sources.reports import ReportStore, ReportStoreError
+from advbench.sources.reports import ReportLocation, ReportStore, ReportStoreError, read_report
 
 MIMIC_LICENSE = SourceLicense(
     name="PhysioNet Credentialed Health Data License 1.5.0",
@@ -119,7 +122,12 @@ class MimicCxrJpg(Source):
             if missing:
                 raise SourceError(f"{name} CSV in {root} lacks columns: {', '.join(missing)}")
 
-        self._reports()  # an unusable reports folder or zip stops the build here, not per study
+        # an unusable reports folder or zip stops the build here, not per study
+        with self._open_reports() as reports:
+            return self._select(meta, split, chexpert, reports)
+
+    def _select(self, meta: pd.DataFrame, split: pd.DataFrame, chexpert: pd.DataFrame,
+                reports: ReportStore) -> SourcePlan:
         split_of = dict(zip(split["dicom_id"], split["split"], strict=True))
         labels_of = {
             row["study_id"]: {c: _chexpert_value(row.get(c, "")) for c in CHEXPERT_COLUMNS}
@@ -165,6 +173,7 @@ class MimicCxrJpg(Source):
                         "study_id": row["study_id"],
                         "view_position": view,
                         "chexpert": labels_of.get(row["study_id"], {}),
+                        "report": reports.locate(row["study_id"], row["subject_id"]),
                     },
                 ))
         return plan
@@ -174,13 +183,11 @@ class MimicCxrJpg(Source):
         return (self.root / "files" / f"p{subject[:2]}" / f"p{subject}"
                 / f"s{ref.fields['study_id']}" / f"{ref.id}.jpg")
 
-    def _reports(self) -> ReportStore:
-        if not hasattr(self, "_store"):
-            try:
-                self._store = ReportStore(self.reports_path())
-            except ReportStoreError as exc:
-                raise SourceError(str(exc)) from exc
-        return self._store
+    def _open_reports(self) -> ReportStore:
+        try:
+            return ReportStore(self.reports_path())
+        except ReportStoreError as exc:
+            raise SourceError(str(exc)) from exc
 
     def load(self, ref: StudyRef) -> Study:
         path = self.image_path(ref)
@@ -190,15 +197,16 @@ class MimicCxrJpg(Source):
             data = path.read_bytes()
         except OSError as exc:
             raise InputRejected("unreadable_image", f"cannot read {path}: {exc}") from None
-        width, height = check_image(data, str(path))
+        image = self.prepare_image(data, str(path))
 
-        store = self._reports()
         study = ref.fields["study_id"]
-        if study not in store:
-            raise InputRejected("missing_report", f"no report for study s{study} in {store.path}")
-        report = store.read(study)
+        location: ReportLocation | None = ref.fields["report"]
+        if location is None:
+            raise InputRejected("missing_report",
+                                f"no report for study s{study} in {self._reports_where()}")
+        report = read_report(location)
         if not report.strip():
-            raise InputRejected("empty_report", f"report is empty: {store.location(study)}")
+            raise InputRejected("empty_report", f"report is empty: {location.where()}")
 
         scene_file = path.with_suffix(".json")  # phantom layouts keep the scene beside the image
         scene = None
@@ -212,12 +220,21 @@ class MimicCxrJpg(Source):
             study_id=study,
             image_id=ref.id,
             view_position=ref.fields["view_position"],
-            image_bytes=data,
+            image_bytes=image.data,
             image_path=str(path.relative_to(self.root)),
-            width=width,
-            height=height,
+            width=image.width,
+            height=image.height,
             report=report,
-            report_path=store.location(study, relative=True),
+            report_path=location.where(relative=True),
             chexpert=ref.fields["chexpert"],
             scene=scene,
+            extra={"image_format": image.format},
+            modality="XR",
+            body_part="chest",
         )
+
+    def _reports_where(self) -> str:
+        try:
+            return str(self.reports_path())
+        except SourceError:  # the reports went away after planning
+            return str(self.root)

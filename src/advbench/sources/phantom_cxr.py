@@ -1,7 +1,9 @@
 """Synthetic chest radiograph phantoms, generated in memory (no folder needed).
 
 The same studies as ``advbench phantoms`` writes to disk for a given seed: a study is a pure
-function of (index, seed), so any shard task can make its own studies.
+function of (index, seed), so any shard task can make its own studies. A phantom is first
+encoded as the JPEG ``advbench phantoms`` would write (``jpeg_quality``); the ``image`` option
+then applies to it as to any source's file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from advbench.sources.base import (
     SourceLicense,
     SourcePlan,
     SplitSelection,
-    check_image,
 )
 
 
@@ -68,8 +69,8 @@ class PhantomCxr(Source):
 
         index = ref.fields["index"]
         made = generate_study(index, seed=self.phantom_seed, size=self.config.size)
-        data = made.jpeg_bytes(quality=self.config.jpeg_quality)
-        width, height = check_image(data, ref.id)
+        image = self.prepare_image(made.jpeg_bytes(quality=self.config.jpeg_quality),
+                                   f"phantom {ref.id}")
         subject, study = made.subject_id, made.study_id
         scene = made.scene.to_dict()
         scene["report_concepts"] = dict(made.report.concepts)
@@ -81,12 +82,15 @@ class PhantomCxr(Source):
             study_id=study,
             image_id=made.dicom_id,
             view_position=made.view_position,
-            image_bytes=data,
+            image_bytes=image.data,
             image_path=f"files/p{subject[:2]}/p{subject}/s{study}/{made.dicom_id}.jpg",
-            width=width,
-            height=height,
+            width=image.width,
+            height=image.height,
             report=made.report.text,
             report_path=f"files/p{subject[:2]}/p{subject}/s{study}.txt",
             chexpert=made.chexpert,
             scene=scene,
+            extra={"image_format": image.format},
+            modality="XR",
+            body_part="chest",
         )

@@ -1,0 +1,59 @@
+"""Lossless pixels: the one place arrays become PNG bytes and back.
+
+Images the pipeline creates or changes are stored as PNG, never JPEG: JPEG's quantisation
+would wipe out an ε = 4/255 perturbation. Source images in ``clean`` keep their own bytes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def encode_png(pixels: np.ndarray | bytes) -> bytes:
+    """PNG bytes of a uint8 / uint16 array (H×W gray, H×W×3 RGB, H×W×4 RGBA); PNG bytes pass."""
+    if isinstance(pixels, bytes | bytearray):
+        if not bytes(pixels[:8]) == PNG_SIGNATURE:
+            raise ValueError("image bytes are not PNG; pass pixels as an array to store them")
+        return bytes(pixels)
+    array = np.asarray(pixels)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype == np.uint16 and array.ndim == 2:
+        image = Image.fromarray(array, mode="I;16")
+    elif array.dtype == np.uint8 and (array.ndim == 2 or array.shape[2] in (3, 4)):
+        image = Image.fromarray(array)
+    else:
+        raise ValueError(
+            f"cannot store pixels of dtype {array.dtype} and shape {array.shape} losslessly; "
+            "use uint8 (H×W, H×W×3, H×W×4) or uint16 (H×W)"
+        )
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=4)
+    return buf.getvalue()
+
+
+def decode_pixels(data: bytes) -> np.ndarray:
+    """Pixels of encoded image bytes: uint8 for 8-bit images, uint16 for 16-bit gray."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L"):
+            return np.asarray(image, dtype=np.uint16)
+        if image.mode not in ("L", "RGB", "RGBA"):
+            image = image.convert("RGB")
+        return np.asarray(image)
+
+
+def image_suffix(data: bytes) -> str:
+    """The file suffix that matches encoded bytes (``.png``, ``.jpg``), for the Image ``path``."""
+    if data[:8] == PNG_SIGNATURE:
+        return ".png"
+    if data[:3] == b"\xff\xd8\xff":
+        return ".jpg"
+    return ""
