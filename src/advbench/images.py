@@ -25,10 +25,9 @@ def encode_png(pixels: np.ndarray | bytes) -> bytes:
         array = array.astype(np.uint8) * 255
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    if array.dtype == np.uint16 and array.ndim == 2:
-        image = Image.fromarray(array, mode="I;16")
-    elif array.dtype == np.uint8 and (array.ndim == 2 or array.shape[2] in (3, 4)):
-        image = Image.fromarray(array)
+    if (array.dtype == np.uint16 and array.ndim == 2) or (
+            array.dtype == np.uint8 and (array.ndim == 2 or array.shape[2] in (3, 4))):
+        image = Image.fromarray(np.ascontiguousarray(array))
     else:
         raise ValueError(
             f"cannot store pixels of dtype {array.dtype} and shape {array.shape} losslessly; "

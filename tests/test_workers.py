@@ -1,0 +1,125 @@
+"""The worker pool: at most ``workers`` shards at once, in-process and through the flow, and
+sources made once per worker instead of once per shard."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from advbench.config import load_config
+from advbench.release.shards import RowError, ShardWriter
+from advbench.workers import RUNNERS, InlineExecutor, WorkerCache, default_workers
+from tests.conftest import write_config
+
+
+class Concurrency:
+    """Wraps process_shard: counts how many run at once (threads share this counter)."""
+
+    def __init__(self, real):
+        self.real, self.now, self.most, self.lock = real, 0, 0, threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.3)
+            return self.real(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def _cfg(tmp_path, root, **top):
+    return load_config(write_config(tmp_path / "b.yaml", root, tmp_path / "out",
+                                    top={"runner": "threads", "shard_size": 1, **top}))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_in_process_build_runs_at_most_workers_shards_at_once(mimic_root, tmp_path,
+                                                              monkeypatch, workers):
+    import advbench.pipeline as pipeline
+
+    probe = Concurrency(pipeline.process_shard)
+    monkeypatch.setattr(pipeline, "process_shard", probe)
+    cfg = _cfg(tmp_path, mimic_root, workers=workers)  # 8 shards of one study
+    summary = pipeline.build_release(cfg)
+    assert summary.counts["accepted"] == 4
+    assert probe.most == workers
+
+
+def test_flow_runs_at_most_workers_shard_tasks_at_once(prefect_harness, mimic_root, tmp_path,
+                                                       monkeypatch):
+    import flows.build
+
+    probe = Concurrency(flows.build.process_shard)
+    monkeypatch.setattr(flows.build, "process_shard", probe)
+    cfg = _cfg(tmp_path, mimic_root, workers=2)
+    summary = flows.build.build_flow(cfg)
+    assert summary.counts["accepted"] == 4
+    assert probe.most == 2
+
+
+def test_sources_are_made_once_per_worker_not_per_shard(mimic_root, tmp_path, monkeypatch):
+    import advbench.pipeline as pipeline
+    from advbench.workers import WORKER_CACHE
+
+    made = []
+    real = pipeline.make_source
+    monkeypatch.setattr(pipeline, "make_source",
+                        lambda config, index: made.append(index) or real(config, index))
+    WORKER_CACHE.clear()
+    cfg = _cfg(tmp_path, mimic_root, workers=1)
+    pipeline.build_release(cfg)
+    plan_made = 1  # planning makes the source once in the main process
+    assert len(made) == plan_made + 1  # and the one worker once for its 8 shards
+
+
+def test_worker_cache_makes_each_key_once():
+    cache = WorkerCache()
+    calls = []
+    assert cache.get("a", lambda: calls.append(1) or "x") == "x"
+    assert cache.get("a", lambda: calls.append(1) or "y") == "x"
+    assert calls == [1] and len(cache) == 1
+
+
+def test_runner_registry_and_defaults():
+    assert RUNNERS.names() == ["processes", "threads"]
+    assert isinstance(RUNNERS.get("processes")(1).executor(), InlineExecutor)
+    assert default_workers() >= 1
+    assert InlineExecutor().submit(lambda: 1 / 0).exception().__class__ is ZeroDivisionError
+
+
+def test_workers_default_to_the_cores(mimic_root, tmp_path):
+    cfg = load_config(write_config(tmp_path / "b.yaml", mimic_root, tmp_path / "out"))
+    assert cfg.workers is None and cfg.worker_count() == default_workers()
+    assert cfg.runner == "processes"
+
+
+def test_shard_writer_writes_row_groups_as_rows_come(tmp_path):
+    schema = pa.schema([("id", pa.string()), ("n", pa.int32())])
+    path = tmp_path / "data" / "t-00000-of-00001.parquet"
+    writer = ShardWriter(path, schema, row_group_size=3)
+    for i in range(3):
+        writer.add({"id": str(i), "n": i})
+    assert writer._pending == []  # the first row group already went to disk
+    assert not path.exists()  # under a temporary name until closed
+    with pytest.raises(RowError, match="'bad'"):
+        writer.add({"id": "bad", "n": "not a number"})
+    for i in range(3, 7):
+        writer.add({"id": str(i), "n": i})
+    written = writer.close()
+    meta = pq.read_metadata(path)
+    assert (written.rows, meta.num_rows, meta.num_row_groups) == (7, 7, 3)
+    assert pq.read_table(path).column("id").to_pylist() == [str(i) for i in range(7)]
+    assert list(path.parent.iterdir()) == [path]
+
+
+def test_shard_writer_without_rows_writes_no_file(tmp_path):
+    writer = ShardWriter(tmp_path / "x.parquet", pa.schema([("id", pa.string())]))
+    assert writer.close() is None
+    assert list(tmp_path.iterdir()) == []
