@@ -25,12 +25,15 @@ os.environ.setdefault("ADVBENCH_CACHE", tempfile.mkdtemp(prefix="advbench-test-c
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
-    """One temporary Prefect server for the whole session (starting one is slow)."""
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    """One temporary Prefect server for the whole session (starting one is slow): advbench's
+    own, which dies with the test run even if it is killed (Prefect's harness server does not).
+    """
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from prefect.testing.utilities import prefect_test_harness
+    from advbench.prefect_server import temporary_server
 
-    with prefect_test_harness(server_startup_timeout=180):
+    with temporary_server(home, timeout=180):
         yield
 
 
