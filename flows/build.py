@@ -24,7 +24,7 @@ from advbench.pipeline import (
     process_shard,
 )
 from advbench.release.assemble import ReleaseSummary, finalize_release
-from advbench.workers import pool, shared_pool
+from advbench.workers import pool, result_of, shared_pool
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)
@@ -44,7 +44,7 @@ def plan_task(config: BuildConfig, overwrite: bool) -> BuildPlan:
 def shard_task(
     config: BuildConfig, spec: ShardSpec, staging_dir: Path, pool_key: str | None
 ) -> ShardResult:
-    return pool(pool_key).submit(process_shard, config, spec, staging_dir).result()
+    return result_of(pool(pool_key).submit(process_shard, config, spec, staging_dir))
 
 
 @task(name="finalise-release", cache_policy=NO_CACHE)

@@ -123,3 +123,32 @@ def test_shard_writer_without_rows_writes_no_file(tmp_path):
     writer = ShardWriter(tmp_path / "x.parquet", pa.schema([("id", pa.string())]))
     assert writer.close() is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_worker_process_that_dies_ends_the_build_in_one_clear_line(mimic_root, tmp_path):
+    """A script without a main guard: each spawned worker runs it again and dies importing it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = write_config(tmp_path / "b.yaml", mimic_root, tmp_path / "out",
+                          top={"workers": 2})
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+        "from advbench.config import load_config\n"
+        "from advbench.errors import BuildError\n"
+        "from advbench.pipeline import build_release\n"
+        "try:\n"
+        f"    build_release(load_config({str(config)!r}))\n"
+        "except BuildError as exc:\n"
+        "    print('BuildError:', exc)\n"
+        "    raise SystemExit(3)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "BuildError: a worker process died" in done.stdout
+    assert "__main__" in done.stdout
+    assert not (tmp_path / "out" / "test-release" / "1.0.0").exists()

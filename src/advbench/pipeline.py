@@ -30,7 +30,7 @@ from advbench.release.clean import AcceptedStudy, CleanConfig
 from advbench.release.configs import ReleaseConfig
 from advbench.release.shards import RowError, ShardWriter, shard_name
 from advbench.sources.base import SOURCES, Source
-from advbench.workers import RUNNERS, WORKER_CACHE, Runner, WorkerCache
+from advbench.workers import RUNNERS, WORKER_CACHE, Runner, WorkerCache, result_of
 
 if TYPE_CHECKING:
     from advbench.release.assemble import ReleaseSummary
@@ -299,7 +299,7 @@ def build_release(
                    for spec in plan.shards]
         try:
             for future in as_completed(futures):
-                results.append(future.result())
+                results.append(result_of(future))
                 if on_shard:
                     on_shard(results[-1])
         except BaseException:

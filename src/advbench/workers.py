@@ -21,9 +21,11 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
+from advbench.errors import BuildError
 from advbench.registry import Registry
 
 T = TypeVar("T")
@@ -171,3 +173,15 @@ def shared_pool(runner: Runner) -> Iterator[str]:
 def pool(key: str | None) -> Executor:
     """The pool opened under ``key``; none (a task already on a remote worker): run inline."""
     return InlineExecutor() if key is None else _POOLS[key]
+
+
+def result_of(future: Future[T]) -> T:
+    """A shard's result; a worker process that died ends the build in one clear line."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise BuildError(
+            "a worker process died (killed, out of memory, or a script that starts a build "
+            "without `if __name__ == \"__main__\":`, which spawned workers run again); "
+            "no release was written"
+        ) from None
