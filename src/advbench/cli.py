@@ -69,22 +69,15 @@ def _run_build(cfg, *, overwrite: bool, prefect: bool):
         def on_shard(result) -> None:
             progress.advance(bar)
 
-        def total(n: int) -> None:
-            progress.update(bar, total=n)
-
         try:
             if prefect:
                 from advbench.orchestration import run_build
 
                 summary = run_build(cfg, overwrite=overwrite, on_shard=on_shard)
             else:
-                import time
-
                 from advbench.pipeline import build_release
 
-                t0 = time.perf_counter()
                 summary = build_release(cfg, overwrite=overwrite, on_shard=on_shard)
-                summary.seconds = time.perf_counter() - t0
         except (BuildError, SourceError) as exc:
             progress.stop()
             _fail(str(exc))

@@ -19,21 +19,19 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from advbench.attacks.base import ATTACKS, Attack
 from advbench.config import BuildConfig
 from advbench.errors import BuildError
 from advbench.records import SPLITS, InputRejected, Outcome, Sample, StudyRef
+from advbench.release.assemble import ReleaseSummary, finalize_release
 from advbench.release.clean import CONFIG_NAME as CLEAN
 from advbench.release.clean import AcceptedStudy, CleanConfig
 from advbench.release.configs import ReleaseConfig
 from advbench.release.shards import RowError, ShardWriter, shard_name
 from advbench.sources.base import SOURCES, Source
 from advbench.workers import RUNNERS, WORKER_CACHE, Runner, WorkerCache, result_of
-
-if TYPE_CHECKING:
-    from advbench.release.assemble import ReleaseSummary
 
 
 @dataclass(frozen=True)
@@ -290,8 +288,7 @@ def build_release(
     on_shard: Callable[[ShardResult], None] | None = None,
 ) -> ReleaseSummary:
     """Run the whole build in this process (no Prefect) on a pool of ``workers``."""
-    from advbench.release.assemble import finalize_release
-
+    t0 = time.perf_counter()
     plan = plan_build(config, overwrite=overwrite)
     results = []
     with make_runner(config, len(plan.shards)).executor() as pool:
@@ -306,4 +303,6 @@ def build_release(
             for future in futures:
                 future.cancel()
             raise
-    return finalize_release(config, plan, results)
+    summary = finalize_release(config, plan, results)
+    summary.seconds = time.perf_counter() - t0
+    return summary
