@@ -28,6 +28,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/concepts.py
 
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	$(BIN)/python bench/build_scale.py
+
 schemas: $(STAMP)
 	$(BIN)/advbench schema --out schemas
 

@@ -3,6 +3,9 @@
 The stages are the plain functions of ``advbench.pipeline``; this module only adds
 orchestration: a task per shard (retries, logging in the Prefect UI), at most ``workers`` of
 them at once, each handing its shard to the build's worker pool (``advbench.workers``).
+
+Plans, shard specs and results are passed ``quote``d: Prefect would otherwise walk every
+study ref and outcome in them looking for futures (0.6 s per walk of a 5,000-study plan).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
+from prefect.utilities.annotations import quote
 
 from advbench.config import BuildConfig
 from advbench.pipeline import (
@@ -69,10 +73,11 @@ def build_flow(
     with shared_pool(runner) as key:
         while waiting or running:
             while waiting and len(running) < runner.workers:
-                running.append(shard_task.submit(config, waiting.pop(), plan.staging_dir, key))
+                running.append(shard_task.submit(config, quote(waiting.pop()), plan.staging_dir,
+                                                  key))
             done = next(as_completed(running))
             running.remove(done)
             results.append(done.result())
             if on_shard is not None:
                 on_shard(results[-1])
-    return finalize_task(config, plan, results)
+    return finalize_task(config, quote(plan), quote(results))

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from datasets import Value
-
 from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case
 from advbench.images import decode_pixels
 from advbench.records import Sample
@@ -33,6 +31,8 @@ class IdentityRelease(DerivedConfig):
     description = "each accepted study once more, pixels re-encoded losslessly as PNG"
 
     def text_features(self) -> dict[str, Any]:
+        from datasets import Value  # heavy (0.75 s): not at import, which every worker pays
+
         return {"report": Value("string")}
 
 

@@ -83,6 +83,16 @@ def _chexpert_value(text: str) -> float | None:
     return value if value in (1.0, 0.0, -1.0) else None
 
 
+def _labels(chexpert: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """study id → CheXpert label per column (1, 0, -1 or None)."""
+    columns = [c for c in CHEXPERT_COLUMNS if c in chexpert.columns]
+    out = {}
+    for row in zip(chexpert["study_id"], *(chexpert[c] for c in columns), strict=True):
+        values = dict(zip(columns, map(_chexpert_value, row[1:]), strict=True))
+        out[row[0]] = {c: values.get(c) for c in CHEXPERT_COLUMNS}
+    return out
+
+
 @SOURCES.register("mimic-cxr-jpg")
 class MimicCxrJpg(Source):
     kind = "mimic-cxr-jpg"
@@ -128,54 +138,58 @@ class MimicCxrJpg(Source):
 
     def _select(self, meta: pd.DataFrame, split: pd.DataFrame, chexpert: pd.DataFrame,
                 reports: ReportStore) -> SourcePlan:
+        """Choose the images to load. Columns are read as plain lists (the real metadata CSV
+        has 377k rows; per-row dicts cost seconds), and CheXpert labels are parsed for the
+        chosen studies only."""
         split_of = dict(zip(split["dicom_id"], split["split"], strict=True))
-        labels_of = {
-            row["study_id"]: {c: _chexpert_value(row.get(c, "")) for c in CHEXPERT_COLUMNS}
-            for row in chexpert.to_dict("records")
-        }
         views = self.config.views
         wanted_splits = self.config.wanted_splits()
         view_rank = {v: i for i, v in enumerate(views)}
 
         plan = SourcePlan()
         chosen_study: set[str] = set()
-        rows = meta.to_dict("records")
-        rows.sort(key=lambda r: (r["subject_id"], r["study_id"],
-                                 view_rank.get(r["ViewPosition"].upper(), len(views)),
-                                 r["dicom_id"]))
+        chosen: list[tuple[str, str, str, str, str]] = []
+        rows = sorted(
+            zip(meta["subject_id"], meta["study_id"],
+                (v.strip().upper() for v in meta["ViewPosition"]), meta["dicom_id"],
+                strict=True),
+            key=lambda r: (r[0], r[1], view_rank.get(r[2], len(views)), r[3]),
+        )
 
-        def turn_away(row: dict, reason: str, message: str) -> None:
-            plan.rejected.append(Outcome(row["dicom_id"], "rejected", "select", reason, message,
+        def turn_away(dicom: str, reason: str, message: str) -> None:
+            plan.rejected.append(Outcome(dicom, "rejected", "select", reason, message,
                                          self.index))
 
-        for row in rows:
-            dicom, view = row["dicom_id"], row["ViewPosition"].strip().upper()
+        for subject, study, view, dicom in rows:
             raw_split = split_of.get(dicom)
             if view not in view_rank:
-                turn_away(row, "view_not_selected", f"view {view or '(empty)'!r} not in {views}")
+                turn_away(dicom, "view_not_selected", f"view {view or '(empty)'!r} not in {views}")
             elif raw_split is None or raw_split not in SPLIT_NAMES:
-                turn_away(row, "no_split", f"image {dicom} has no split in the split CSV")
+                turn_away(dicom, "no_split", f"image {dicom} has no split in the split CSV")
             elif SPLIT_NAMES[raw_split] not in wanted_splits:
-                turn_away(row, "split_not_selected", f"split {raw_split!r} not selected")
-            elif self.config.one_image_per_study and row["study_id"] in chosen_study:
-                turn_away(row, "extra_image_of_study",
-                          f"study s{row['study_id']} already has an image")
-            elif self.config.limit is not None and len(plan.refs) >= self.config.limit:
-                turn_away(row, "beyond_limit", f"limit of {self.config.limit} images reached")
+                turn_away(dicom, "split_not_selected", f"split {raw_split!r} not selected")
+            elif self.config.one_image_per_study and study in chosen_study:
+                turn_away(dicom, "extra_image_of_study", f"study s{study} already has an image")
+            elif self.config.limit is not None and len(chosen) >= self.config.limit:
+                turn_away(dicom, "beyond_limit", f"limit of {self.config.limit} images reached")
             else:
-                chosen_study.add(row["study_id"])
-                plan.refs.append(StudyRef(
-                    id=dicom,
-                    split=SPLIT_NAMES[raw_split],
-                    source_index=self.index,
-                    fields={
-                        "subject_id": row["subject_id"],
-                        "study_id": row["study_id"],
-                        "view_position": view,
-                        "chexpert": labels_of.get(row["study_id"], {}),
-                        "report": reports.locate(row["study_id"], row["subject_id"]),
-                    },
-                ))
+                chosen_study.add(study)
+                chosen.append((subject, study, view, dicom, SPLIT_NAMES[raw_split]))
+
+        labels_of = _labels(chexpert[chexpert["study_id"].isin(chosen_study)])
+        for subject, study, view, dicom, hf_split in chosen:
+            plan.refs.append(StudyRef(
+                id=dicom,
+                split=hf_split,
+                source_index=self.index,
+                fields={
+                    "subject_id": subject,
+                    "study_id": study,
+                    "view_position": view,
+                    "chexpert": labels_of.get(study, {}),
+                    "report": reports.locate(study, subject),
+                },
+            ))
         return plan
 
     def image_path(self, ref: StudyRef) -> Path:
