@@ -20,6 +20,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mimic_layout import wrap_report  # noqa: E402
 
 from advbench.concepts.extract import ConceptExtractor  # noqa: E402
 
@@ -116,19 +119,6 @@ IMPRESSIONS = [
 ]
 
 
-def _wrap(text: str, width: int = 77) -> str:
-    """Hard line wraps like the MIMIC-CXR reports (a leading space on every line)."""
-    lines, line = [], ""
-    for word in text.split(" "):
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    lines.append(line)
-    return "\n".join(" " + x for x in lines)
-
-
 def synthetic_report(rng: random.Random) -> str:
     """One MIMIC-like report; its shape and length vary like the real ones."""
 
@@ -153,12 +143,12 @@ def synthetic_report(rng: random.Random) -> str:
     impression = [fill(s) for s in rng.sample(IMPRESSIONS, rng.choice([1, 1, 2, 3]))]
     shape = rng.random()
     if shape < 0.08:  # no headers at all
-        return _wrap(findings + "  " + " ".join(impression)) + "\n"
+        return wrap_report(findings + "  " + " ".join(impression)) + "\n"
     if shape < 0.16:  # impression only
-        return " IMPRESSION:  " + _wrap(" ".join(impression)).lstrip() + "\n"
+        return " IMPRESSION:  " + wrap_report(" ".join(impression)).lstrip() + "\n"
     parts = []
     if shape < 0.22:
-        parts += [" WET READ: ___ ___ ___ 10:42 PM", _wrap(impression[0]), " " + "_" * 78]
+        parts += [" WET READ: ___ ___ ___ 10:42 PM", wrap_report(impression[0]), " " + "_" * 78]
     parts += [
         " " * 33 + "FINAL REPORT",
         " EXAMINATION:  CHEST (PA AND LAT)",
@@ -171,15 +161,15 @@ def synthetic_report(rng: random.Random) -> str:
         "",
         " FINDINGS:",
         "",
-        _wrap(findings),
+        wrap_report(findings),
         "",
         " IMPRESSION:",
         "",
     ]
     if len(impression) > 1:
-        parts += [_wrap(f"{i}.  {s}") for i, s in enumerate(impression, 1)]
+        parts += [wrap_report(f"{i}.  {s}") for i, s in enumerate(impression, 1)]
     else:
-        parts.append(_wrap(impression[0]))
+        parts.append(wrap_report(impression[0]))
     return "\n".join(parts) + "\n"
 
 

@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from advbench.phantoms.layout import METADATA_COLUMNS
+from advbench.sources.base import CHEXPERT_COLUMNS
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -82,16 +85,8 @@ IMAGES = [
     ("d0007-pa", "10000007", "50000007", "PA", "train", "missing"),  # file absent
     ("d0008-pa", "10000008", "50000008", "PA", "validate", "ok"),
 ]
-META_COLUMNS = [
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-    "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-    "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning",
-]
-CHEXPERT = [
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
-    "Fracture", "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other",
-    "Pneumonia", "Pneumothorax", "Support Devices",
-]
+META_COLUMNS = list(METADATA_COLUMNS)
+CHEXPERT = list(CHEXPERT_COLUMNS)
 
 
 def _jpeg(seed: int, size: int = 64) -> bytes:
