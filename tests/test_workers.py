@@ -152,3 +152,64 @@ def test_a_worker_process_that_dies_ends_the_build_in_one_clear_line(mimic_root,
     assert "BuildError: a worker process died" in done.stdout
     assert "__main__" in done.stdout
     assert not (tmp_path / "out" / "test-release" / "1.0.0").exists()
+
+
+def _children(pid: int) -> set[int]:
+    from pathlib import Path
+
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_die_with_a_parent_killed_by_sigkill(tmp_path):
+    """Used by the build's runner and by the phantom writer (`advbench demo`, `phantoms`)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[1] / 'src')!r})\n"
+        "from advbench.workers import process_pool\n"
+        "if __name__ == '__main__':\n"
+        "    with process_pool(2) as pool:\n"
+        "        list(pool.map(time.sleep, [60, 60]))\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(_children(parent.pid)) < 3:
+            time.sleep(0.1)  # two workers and multiprocessing's resource tracker
+        children = _children(parent.pid)
+        assert len(children) >= 3, children
+        time.sleep(0.5)  # the workers are sleeping in their tasks now
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in children):
+            time.sleep(0.1)
+        assert not [p for p in children if _alive(p)]
+    finally:
+        if parent.poll() is None:
+            parent.kill()

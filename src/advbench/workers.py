@@ -78,9 +78,24 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="advbench-parent-watch", daemon=True).start()
 
 
-def _init_process_worker(parent: int) -> None:
+def _init_process_worker(parent: int, then: Callable[[], None] | None = None) -> None:
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if then is not None:
+        then()
+
+
+def process_pool(
+    workers: int, *, initializer: Callable[[], None] | None = None
+) -> ProcessPoolExecutor:
+    """Spawned worker processes (no inherited locks or threads) that die with this process,
+    even when it is killed with SIGKILL; ``initializer`` then runs in each."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_process_worker,
+        initargs=(os.getpid(), initializer),
+    )
 
 
 class InlineExecutor(Executor):
@@ -126,12 +141,7 @@ class ProcessRunner(Runner):
     def executor(self) -> Executor:
         if self.workers == 1:
             return InlineExecutor()
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_process_worker,
-            initargs=(os.getpid(),),
-        )
+        return process_pool(self.workers)
 
 
 @RUNNERS.register("threads")

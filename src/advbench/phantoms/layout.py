@@ -16,14 +16,13 @@ import os
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from advbench.phantoms.study import encode_jpeg, generate_study
 from advbench.sources.base import CHEXPERT_COLUMNS
+from advbench.workers import process_pool
 
 PREFIX = "mimic-cxr-2.0.0"
 METADATA_COLUMNS = (
@@ -137,9 +136,8 @@ def _produce(studies: int, seed: int, size: int, lateral: bool,
     if workers <= 1:
         yield from map(_make_args, jobs)
         return
-    # spawn: safe when the caller has threads (a Prefect flow, a progress bar).
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_tune_worker) as pool:
+    # spawned (safe when the caller has threads), and gone with the caller even after SIGKILL
+    with process_pool(workers, initializer=_tune_worker) as pool:
         yield from pool.map(_make_args, jobs, chunksize=4)
 
 
