@@ -181,3 +181,147 @@ def test_phantom_source_honours_the_option():
                                 max_side=64, format="png"), 0).load(ref)
     assert (small.width, small.height) == _decoded(small.image_bytes).size == (64, 64)
     assert _decoded(small.image_bytes).format == "PNG" and _decoded(small.image_bytes).mode == "L"
+
+
+# --- draft mode: a JPEG decoded at 1/8 (kept) or at about twice the target size (resized) -------
+
+
+def _photo(width: int, height: int) -> np.ndarray:
+    """skimage's camera photo scaled up: a smooth, structured image that compresses like a
+    radiograph (noise would not), at the given size."""
+    from skimage.data import camera
+
+    photo = Image.fromarray(camera()).resize((width, height), Image.Resampling.BICUBIC)
+    return np.asarray(photo)
+
+
+def _full_decode_rejects(data: bytes) -> bool:
+    """What the module did before draft mode: decode every pixel at full size."""
+    try:
+        _decoded(data)
+    except (OSError, SyntaxError, ValueError):
+        return True
+    return False
+
+
+def _rejects(data: bytes, options: ImageOptions) -> bool:
+    try:
+        prepare_image(data, options, "v.jpg")
+    except InputRejected as err:
+        assert err.reason == "unreadable_image"
+        return True
+    return False
+
+
+def _damaged(data: bytes) -> dict[str, bytes]:
+    """Truncated and corrupted versions of a JPEG; the corruptions hit the middle of the scan
+    data (after the first SOS marker)."""
+    size = len(data)
+    middle = (data.index(b"\xff\xda") + size) // 2
+    noise = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+
+    def patched(patch: bytes) -> bytes:
+        return data[:middle] + patch + data[middle + len(patch):]
+
+    flipped = bytearray(data)
+    flipped[middle] ^= 0x10
+    return {
+        **{f"cut at {p}%": data[: size * p // 100] for p in (99, 90, 50, 10)},
+        "no end-of-image marker": data[:-2],
+        "no end-of-image marker, last byte cut": data[:-3],
+        "headers only": data[: data.index(b"\xff\xda") + 20],
+        "4 KiB of noise": patched(noise),
+        "64 bytes of noise": patched(noise[:64]),
+        "4 KiB of zeros": patched(bytes(4096)),
+        "one bit flipped": bytes(flipped),
+        "stray DHT marker": patched(b"\xff\xc4"),
+        "stray EOI marker": patched(b"\xff\xd9"),
+        "10 kB cut out": data[:middle] + data[middle + 10_000:],
+        "junk after the end": data + b"junk" * 10,
+    }
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_draft_decode_rejects_exactly_what_a_full_decode_rejects(progressive):
+    from PIL import ImageFile
+
+    # Truncation is only an error while Pillow is not told to load truncated images.
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    data = _encode(_photo(1000, 1200), "JPEG", quality=95, progressive=progressive)
+    variants = _damaged(data)
+    full = {name for name, bad in variants.items() if _full_decode_rejects(bad)}
+    # Every cut into the scan data is caught. Corruption is caught when it breaks the stream
+    # (here: the noise, the DHT marker); libjpeg only warns about the rest, and Pillow ignores its
+    # warnings, with or without draft mode. A file missing only its end-of-image marker passes
+    # when libjpeg already has every bit it needs (this baseline one does; the progressive one
+    # does not): full decode and draft agree on that too.
+    assert {"cut at 99%", "cut at 90%", "cut at 50%", "cut at 10%", "headers only",
+            "no end-of-image marker, last byte cut", "4 KiB of noise", "stray DHT marker"} <= full
+    for options in (ImageOptions(),  # kept: drafted to 1/8
+                    ImageOptions(max_side=150),  # resized: drafted to 1/4
+                    ImageOptions(max_side=300, format="png"),  # resized: drafted to 1/2
+                    ImageOptions(format="png")):  # re-encoded at full size: decoded fully
+        assert {name for name, bad in variants.items() if _rejects(bad, options)} == full
+    assert not _rejects(data, ImageOptions())
+
+
+@pytest.mark.parametrize(("options", "decoded"), [
+    (ImageOptions(), (126, 151)),  # kept: 1/8 is enough to read the whole scan
+    (ImageOptions(format="jpeg", max_side=74), (126, 151)),  # 1/8: >= 2 x (62, 74)
+    (ImageOptions(max_side=150), (251, 301)),  # 1/4: the smallest scale >= 2 x (125, 150)
+    (ImageOptions(max_side=300), (501, 601)),  # 1/2: >= 2 x (250, 300)
+    (ImageOptions(max_side=512), (1001, 1201)),  # 1201 / 512 < 2 x 2: full size
+    (ImageOptions(format="png"), (1001, 1201)),  # re-encoded unresized: every pixel is needed
+])
+def test_jpeg_is_decoded_at_the_smallest_scale_that_serves(monkeypatch, options, decoded):
+    from PIL import JpegImagePlugin
+
+    loaded = []
+    load = JpegImagePlugin.JpegImageFile.load
+
+    def spy(self):
+        loaded.append(self.size)
+        return load(self)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", spy)
+    data = _encode(_photo(1001, 1201), "JPEG", quality=95)
+    prepared = prepare_image(data, options, "x.jpg")
+    assert loaded[0] == decoded
+    target = {None: (1001, 1201), 74: (62, 74), 150: (125, 150), 300: (250, 300),
+              512: (427, 512)}[options.max_side]
+    assert (prepared.width, prepared.height) == _decoded(prepared.data).size == target
+
+
+def _bricks(width: int, height: int) -> np.ndarray:
+    """skimage's brick wall, tiled at its own resolution: sharp detail, the hard case."""
+    from skimage.data import brick
+
+    wall = brick()
+    return np.tile(wall, (-(-height // wall.shape[0]), -(-width // wall.shape[1])))[:height, :width]
+
+
+@pytest.mark.parametrize(("image", "max_side"), [
+    (_photo, 512),  # 2048 x 2048 drafted to 1/2
+    (_photo, 224),  # drafted to 1/4
+    (_photo, 100),  # drafted to 1/8
+    (_bricks, 384),  # sharp: drafted to 1/2
+    (_bricks, 200),  # sharp: drafted to 1/4
+])
+def test_drafted_resize_looks_like_a_full_size_resize(image, max_side):
+    data = _encode(image(2048, 2048), "JPEG", quality=95)
+    prepared = prepare_image(data, ImageOptions(max_side=max_side, format="png"), "x.jpg")
+    full = _decoded(data).resize((max_side, max_side), Image.Resampling.LANCZOS)
+    difference = np.abs(np.asarray(_decoded(prepared.data), float) - np.asarray(full, float))
+    # Measured 0.23-0.50 grey levels (at most 5). Drafted to the target size itself instead of
+    # twice it, 0.37-2.96: 1.7 and 3.0 on the bricks, 1.2 on the photo at 224.
+    assert difference.mean() < 1.5
+
+
+def test_drafted_resize_of_odd_sides_matches_too():
+    """Sides that are not multiples of 8: the draft's last row and column are partial blocks."""
+    data = _encode(_photo(1001, 1203), "JPEG", quality=95)
+    prepared = prepare_image(data, ImageOptions(max_side=300, format="png"), "x.jpg")
+    assert (prepared.width, prepared.height) == (250, 300)
+    full = _decoded(data).resize((250, 300), Image.Resampling.LANCZOS)
+    difference = np.abs(np.asarray(_decoded(prepared.data), float) - np.asarray(full, float))
+    assert difference.mean() < 1.5  # measured 0.32
