@@ -174,7 +174,7 @@ def process_shard(
 
     t0 = time.perf_counter()
     key = _fingerprint(config)
-    configs = release_configs(config)
+    configs = cache.get(("configs", key), lambda: release_configs(config))
     attacks = [cache.get(("attack", key, i), lambda i=i: make_attack(config, i))
                for i in range(len(config.attacks))]
     writers = {name: ShardWriter(staging_dir / spec.relpath(name), rc.arrow_schema(),

@@ -42,6 +42,7 @@ class ReleaseConfig(ABC):
 
     def __init__(self, name: str | None = None):
         self.name = name or self.default_name
+        self._schema: pa.Schema | None = None
 
     @abstractmethod
     def features(self) -> datasets.Features:
@@ -52,8 +53,11 @@ class ReleaseConfig(ABC):
         """One release row from one record (a loaded study, or a derived sample)."""
 
     def arrow_schema(self) -> pa.Schema:
-        """The Parquet schema, carrying the features in its ``huggingface`` metadata."""
-        return self.features().arrow_schema
+        """The Parquet schema, carrying the features in its ``huggingface`` metadata (made
+        once: it takes tens of milliseconds, which a shard of 50 studies would feel)."""
+        if self._schema is None:
+            self._schema = self.features().arrow_schema
+        return self._schema
 
     def summary(self, con: duckdb.DuckDBPyConnection, rows: str) -> list[SummaryTable]:
         """Tables read back from the written shards; ``rows`` is a DuckDB relation (SQL)."""
