@@ -385,12 +385,29 @@ def _bench(args: argparse.Namespace, workdir: Path, env: dict[str, str]) -> int:
 
     print_table(results, server, args)
     print_targets(results, args)
+    if "in-process" in args.modes and not args.quick:
+        print_worker_speedup(results, spec, env, workdir, ns[-1], sizes[0])
     if args.profile:
         print(f"\nprofile: in-process, N={ns[-1]:,}, shard size {sizes[0]}, 1 worker "
               "(the work in this process), top 30 by cumulative then own time", flush=True)
         run_child(spec("in-process", ns[-1], sizes[0], workers=1, profile=30), env, workdir,
                   show=True)
     return 0
+
+
+def print_worker_speedup(results: dict[tuple[str, int, int], dict[str, Any]], spec: Any,
+                         env: dict[str, str], workdir: Path, n: int, size: int) -> None:
+    """Processes, not threads, for CPU-bound Python: what the second worker buys."""
+    one = run_child(spec("in-process", n, size, workers=1), env, workdir)
+    two = results["in-process", n, size]
+
+    def shards(r: dict[str, Any]) -> float:  # the pool's part: wall less plan and finalise
+        return r["wall"] - r["plan"] - r["finalize"]
+
+    print(f"\nin-process, N={n:,}, shard size {size:,}, 1 worker vs {WORKERS}: whole build "
+          f"{one['wall']:.1f} s vs {two['wall']:.1f} s ({one['wall'] / two['wall']:.2f}x); "
+          f"shard phase (less plan and finalise, which run in the main process) "
+          f"{shards(one):.1f} s vs {shards(two):.1f} s ({shards(one) / shards(two):.2f}x)")
 
 
 def _table(head: list[str], rows: list[list[str]]) -> None:

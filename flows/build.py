@@ -26,6 +26,7 @@ from advbench.pipeline import (
     make_runner,
     plan_build,
     process_shard,
+    warm_worker,
 )
 from advbench.release.assemble import ReleaseSummary, finalize_release
 from advbench.workers import pool, result_of, shared_pool
@@ -65,12 +66,14 @@ def build_flow(
     on_shard: Callable[[ShardResult], None] | None = None,
 ) -> ReleaseSummary:
     """Build one release. ``on_shard`` is called as each shard finishes (progress display)."""
-    plan = plan_task(config, overwrite)
-    runner = make_runner(config, len(plan.shards))
+    runner = make_runner(config)
     results: list[ShardResult] = []
-    waiting = list(reversed(plan.shards))
     running: list[PrefectFuture[ShardResult]] = []
     with shared_pool(runner) as key:
+        for _ in range(runner.workers):  # workers start while the plan is made
+            pool(key).submit(warm_worker)
+        plan = plan_task(config, overwrite)
+        waiting = list(reversed(plan.shards))
         while waiting or running:
             while waiting and len(running) < runner.workers:
                 running.append(shard_task.submit(config, quote(waiting.pop()), plan.staging_dir,

@@ -105,9 +105,17 @@ def release_configs(config: BuildConfig) -> dict[str, ReleaseConfig]:
     return out
 
 
-def make_runner(config: BuildConfig, shards: int) -> Runner:
-    """The build's pool: ``workers`` wide, never wider than the number of shards."""
-    return RUNNERS.get(config.runner)(min(config.worker_count(), max(1, shards)))
+def make_runner(config: BuildConfig) -> Runner:
+    """The build's pool, ``workers`` wide."""
+    return RUNNERS.get(config.runner)(config.worker_count())
+
+
+def warm_worker() -> None:
+    """Import the stages and load the concept lexicon (about a second per process), so that
+    workers start while the main process plans instead of after."""
+    from advbench.concepts.extract import extract
+
+    extract("")
 
 
 def plan_build(config: BuildConfig, *, overwrite: bool = False) -> BuildPlan:
@@ -289,9 +297,12 @@ def build_release(
 ) -> ReleaseSummary:
     """Run the whole build in this process (no Prefect) on a pool of ``workers``."""
     t0 = time.perf_counter()
-    plan = plan_build(config, overwrite=overwrite)
     results = []
-    with make_runner(config, len(plan.shards)).executor() as pool:
+    runner = make_runner(config)
+    with runner.executor() as pool:
+        for _ in range(runner.workers):
+            pool.submit(warm_worker)
+        plan = plan_build(config, overwrite=overwrite)
         futures = [pool.submit(process_shard, config, spec, plan.staging_dir)
                    for spec in plan.shards]
         try:
