@@ -171,7 +171,7 @@ def test_a_row_that_does_not_convert_fails_its_input_and_the_shard_keeps_the_res
     failed = [json.loads(x) for x in (cfg.release_dir() / "rejections.jsonl").open()
               if '"failed"' in x]
     assert [(f["id"], f["stage"], f["reason"]) for f in failed] == [
-        ("d0002-pa", "write", "RowError")]
+        ("d0002-pa", "write", "row_does_not_fit_schema")]
     assert "d0002-pa" in failed[0]["message"]
     # d0001-pa shares the train shard with the failed row and is still there
     from datasets import load_dataset
@@ -234,3 +234,23 @@ def test_sample_pixels_png_in_rows_keep_their_size(tmp_path):
     assert (row["width"], row["height"]) == (7, 5)
     assert Image.open(io.BytesIO(row["mask"]["bytes"])).size == (7, 5)
     assert row["image"]["bytes"] == encode_png(pixels)
+
+
+def test_a_derived_row_that_does_not_fit_fails_its_case_only(mimic_root, tmp_path, monkeypatch):
+    from advbench.attacks.identity import IdentityRelease
+
+    real_row = IdentityRelease.row
+
+    def row(self, sample):
+        out = real_row(self, sample)
+        if sample.parent_id == "d0003-pa":
+            out["height"] = "tall"  # not an int32: found when the batch is written
+        return out
+
+    monkeypatch.setattr(IdentityRelease, "row", row)
+    cfg = _config(tmp_path, mimic_root, runner="threads")
+    build_release(cfg)
+    got = _reasons(cfg.release_dir(), "identity")
+    assert got["counts"] == {"planned": 4, "accepted": 3, "rejected": 0, "failed": 1}
+    assert got["reasons"] == [{"status": "failed", "stage": "write",
+                               "reason": "row_does_not_fit_schema", "count": 1}]

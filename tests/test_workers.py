@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from advbench.config import load_config
-from advbench.release.shards import RowError, ShardWriter
+from advbench.release.shards import RowFailure, ShardWriter
 from advbench.workers import RUNNERS, InlineExecutor, WorkerCache, default_workers
 from tests.conftest import write_config
 
@@ -100,23 +100,35 @@ def test_workers_default_to_the_cores(mimic_root, tmp_path):
     assert cfg.runner == "processes"
 
 
-def test_shard_writer_writes_row_groups_as_rows_come(tmp_path):
+def test_shard_writer_writes_a_row_group_per_flush_and_leaves_out_unfit_rows(tmp_path):
     schema = pa.schema([("id", pa.string()), ("n", pa.int32())])
     path = tmp_path / "data" / "t-00000-of-00001.parquet"
-    writer = ShardWriter(path, schema, row_group_size=3)
+    writer = ShardWriter(path, schema)
     for i in range(3):
         writer.add({"id": str(i), "n": i})
+    assert writer.flush() == []
     assert writer._pending == []  # the first row group already went to disk
     assert not path.exists()  # under a temporary name until closed
-    with pytest.raises(RowError, match="'bad'"):
-        writer.add({"id": "bad", "n": "not a number"})
-    for i in range(3, 7):
+    writer.add({"id": "3", "n": 3})
+    writer.add({"id": "bad", "n": "not a number"})
+    writer.add({"id": "4", "n": 4})
+    (failure,) = writer.flush()
+    assert isinstance(failure, RowFailure) and failure.id == "bad" and "'bad'" in failure.message
+    for i in range(5, 7):
         writer.add({"id": str(i), "n": i})
+    assert writer.flush() == []
     written = writer.close()
     meta = pq.read_metadata(path)
     assert (written.rows, meta.num_rows, meta.num_row_groups) == (7, 7, 3)
     assert pq.read_table(path).column("id").to_pylist() == [str(i) for i in range(7)]
     assert list(path.parent.iterdir()) == [path]
+
+
+def test_shard_writer_refuses_to_close_with_rows_never_flushed(tmp_path):
+    writer = ShardWriter(tmp_path / "x.parquet", pa.schema([("id", pa.string())]))
+    writer.add({"id": "a"})
+    with pytest.raises(RuntimeError, match="never flushed"):
+        writer.close()
 
 
 def test_shard_writer_without_rows_writes_no_file(tmp_path):

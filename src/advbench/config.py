@@ -42,7 +42,10 @@ class BuildConfig(BaseModel):
     output: Path = Field(description="Releases go to <output>/<name>/<version>/.")
     description: str = Field(default="", description="One paragraph for the dataset card.")
     shard_size: int = Field(default=500, gt=0, le=100_000, description="Studies per shard.")
-    row_group_size: int = Field(default=100, gt=0, description="Parquet rows per row group.")
+    row_group_size: int = Field(
+        default=100, gt=0,
+        description="Studies per batch: one Parquet row group, and what an attack gets at once.",
+    )
     sources: list[SourceSpec] = Field(min_length=1, description="Input data sources.")
     attacks: list[AttackSpec] = Field(
         default_factory=list,

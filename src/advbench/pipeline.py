@@ -29,7 +29,7 @@ from advbench.release.assemble import ReleaseSummary, finalize_release
 from advbench.release.clean import CONFIG_NAME as CLEAN
 from advbench.release.clean import AcceptedStudy, CleanConfig
 from advbench.release.configs import ReleaseConfig
-from advbench.release.shards import RowError, ShardWriter, shard_name
+from advbench.release.shards import RowFailure, ShardWriter, shard_name
 from advbench.sources.base import SOURCES, Source
 from advbench.workers import RUNNERS, WORKER_CACHE, Runner, WorkerCache, result_of
 
@@ -185,8 +185,7 @@ def process_shard(
     configs = cache.get(("configs", key), lambda: release_configs(config))
     attacks = [cache.get(("attack", key, i), lambda i=i: make_attack(config, i))
                for i in range(len(config.attacks))]
-    writers = {name: ShardWriter(staging_dir / spec.relpath(name), rc.arrow_schema(),
-                                 row_group_size=config.row_group_size)
+    writers = {name: ShardWriter(staging_dir / spec.relpath(name), rc.arrow_schema())
                for name, rc in configs.items()}
     outcomes: list[Outcome] = []
     planned: Counter[str] = Counter()
@@ -213,9 +212,14 @@ def process_shard(
                     outcomes.append(Outcome(ref.id, "accepted", stage,
                                             source_index=ref.source_index))
                     accepted.append(record)
+            # one row group per batch; a row that does not fit fails its input, and its study
+            # is not handed to the attacks
+            unfit = _fail_unfit(writers[CLEAN].flush(), outcomes)
+            accepted = [a for a in accepted if a.study.id not in unfit]
             for attack in attacks:
                 name = attack.config_name
                 found = _run_attack(attack, accepted, configs[name], writers[name], cache)
+                _fail_unfit(writers[name].flush(), found)
                 planned[name] += len(found)
                 outcomes.extend(found)
         files = []
@@ -230,6 +234,17 @@ def process_shard(
         raise
     return ShardResult(spec.split, spec.index, files, outcomes, dict(planned),
                        time.perf_counter() - t0)
+
+
+def _fail_unfit(failures: list[RowFailure], outcomes: list[Outcome]) -> set[str]:
+    """Turn the accepted outcomes of rows that did not fit their schema into failures."""
+    unfit = {f.id: f.message for f in failures}
+    if unfit:
+        for i, o in enumerate(outcomes):
+            if o.status == "accepted" and o.id in unfit:
+                outcomes[i] = Outcome(o.id, "failed", "write", "row_does_not_fit_schema",
+                                      unfit[o.id], o.source_index, o.config)
+    return set(unfit)
 
 
 def _run_attack(
@@ -265,7 +280,7 @@ def _run_attack(
             if isinstance(item, Sample):
                 try:
                     writer.add(release.row(item))
-                except (RowError, ValueError) as exc:
+                except ValueError as exc:  # pixels or fields the config cannot hold
                     outcomes.append(Outcome(case.id, "failed", "write", type(exc).__name__,
                                             f"{case.id}: {exc}", case.study.source_index, name))
                 else:
