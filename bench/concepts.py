@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mimic_layout import wrap_report  # noqa: E402
+from mimic_layout import final_report, wrap_report  # noqa: E402
 
 from advbench.concepts.extract import ConceptExtractor  # noqa: E402
 
@@ -149,27 +149,9 @@ def synthetic_report(rng: random.Random) -> str:
     parts = []
     if shape < 0.22:
         parts += [" WET READ: ___ ___ ___ 10:42 PM", wrap_report(impression[0]), " " + "_" * 78]
-    parts += [
-        " " * 33 + "FINAL REPORT",
-        " EXAMINATION:  CHEST (PA AND LAT)",
-        "",
-        " INDICATION:  " + rng.choice(INDICATIONS),
-        "",
-        " TECHNIQUE:  " + rng.choice(TECHNIQUES),
-        "",
-        " COMPARISON:  " + rng.choice(COMPARISONS),
-        "",
-        " FINDINGS:",
-        "",
-        wrap_report(findings),
-        "",
-        " IMPRESSION:",
-        "",
-    ]
-    if len(impression) > 1:
-        parts += [wrap_report(f"{i}.  {s}") for i, s in enumerate(impression, 1)]
-    else:
-        parts.append(wrap_report(impression[0]))
+    indication = rng.choice(INDICATIONS)
+    technique = rng.choice(TECHNIQUES)
+    parts += final_report(indication, technique, rng.choice(COMPARISONS), findings, impression)
     return "\n".join(parts) + "\n"
 
 

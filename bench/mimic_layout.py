@@ -110,20 +110,30 @@ def make_report(rng: random.Random) -> tuple[str, dict[str, str]]:
     if not found:
         labels["No Finding"] = "1.0"
     impressions = impressions or ["No acute cardiopulmonary process."]
+    indication = f"___-year-old {rng.choice(['man', 'woman'])} with {rng.choice(INDICATIONS)}."
+    technique = "Chest PA and lateral"
+    body = final_report(indication, technique, rng.choice(COMPARISONS), "  ".join(sentences),
+                        impressions)
+    return "\n".join(body) + "\n", labels
+
+
+def final_report(indication: str, technique: str, comparison: str, findings: str,
+                 impressions: list[str]) -> list[str]:
+    """The lines of a MIMIC-CXR final report: headed sections, hard-wrapped text, impressions
+    numbered when there are several."""
     parts = [
         " " * 33 + "FINAL REPORT",
         " EXAMINATION:  CHEST (PA AND LAT)",
         "",
-        f" INDICATION:  ___-year-old {rng.choice(['man', 'woman'])} with "
-        f"{rng.choice(INDICATIONS)}.",
+        f" INDICATION:  {indication}",
         "",
-        " TECHNIQUE:  Chest PA and lateral",
+        f" TECHNIQUE:  {technique}",
         "",
-        f" COMPARISON:  {rng.choice(COMPARISONS)}",
+        f" COMPARISON:  {comparison}",
         "",
         " FINDINGS:",
         "",
-        wrap_report("  ".join(sentences)),
+        wrap_report(findings),
         "",
         " IMPRESSION:",
         "",
@@ -132,7 +142,7 @@ def make_report(rng: random.Random) -> tuple[str, dict[str, str]]:
         parts += [wrap_report(f"{i}.  {s}") for i, s in enumerate(impressions, 1)]
     else:
         parts.append(wrap_report(impressions[0]))
-    return "\n".join(parts) + "\n", labels
+    return parts
 
 
 def make_jpegs(count: int, size: int, seed: int) -> list[bytes]:
