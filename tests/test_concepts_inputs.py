@@ -119,3 +119,57 @@ def test_broken_zip(tmp_path):
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ReportInputError, match="mimic-cxr-reports.zip"):
         list(iter_report_inputs(path))
+
+
+def test_jsonl_with_bytes_that_are_not_utf8_is_read_as_latin1_line_by_line(tmp_path):
+    path = tmp_path / "old.jsonl"
+    latin1 = b'{"id": "a", "text": "Caf\xe9: small effusion."}\n'
+    utf8 = '{"id": "b", "text": "\u00e9panchement pleural."}\n'.encode()
+    path.write_bytes(latin1 + utf8)
+    assert list(iter_report_inputs(path)) == [("a", "Caf\u00e9: small effusion."),
+                                               ("b", "\u00e9panchement pleural.")]
+
+
+def test_cli_concepts_on_non_utf8_jsonl_writes_every_report_without_traceback(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+
+    path = tmp_path / "old.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "FINDINGS: Small left pleural effusion \xb1."}\n'
+                     b'{"id": "b", "text": "FINDINGS: Lungs are clear."}\n')
+    result = CliRunner().invoke(app, ["concepts", str(path)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert rows[0]["concepts"]["effusion"] == "positive"
+    assert result.exception is None
+
+
+def test_unreadable_txt_names_the_file(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    path = tmp_path / "locked.txt"
+    path.write_text("x")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ReportInputError, match="cannot read .*locked.txt: Permission denied"):
+        list(iter_report_inputs(path))
+
+
+def test_corrupt_member_of_a_reports_zip_names_the_member(tmp_path):
+    import zipfile
+
+    path = tmp_path / "mimic-cxr-reports.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("files/p10/p10000001/s50000001.txt", "FINDINGS: clear lungs. " * 50)
+    data = bytearray(path.read_bytes())
+    data[60:90] = b"\x00" * 30  # inside the deflated member
+    path.write_bytes(bytes(data))
+    with pytest.raises(ReportInputError, match="s50000001.txt"):
+        list(iter_report_inputs(path))

@@ -4,12 +4,17 @@
 MIMIC-CXR reports folder or ``mimic-cxr-reports.zip``; all yield ``(id, text)`` pairs, so the
 extractor does not care which. Folders and zips are read through
 ``advbench.sources.reports.ReportStore`` (one definition of the MIMIC layout).
+
+Text is read as reports are read everywhere (``decode_report``): UTF-8, and a line or file that
+is not valid UTF-8 is read as Latin-1 (old exports carry stray bytes; losing the report would
+be worse). Anything that cannot be read at all stops with the file (and line) named.
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +42,7 @@ def iter_report_inputs(path: Path) -> Iterator[tuple[str, str]]:
     elif path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         yield from _store(path, "zip")
     elif path.suffix.lower() == ".txt":
-        yield path.stem, decode_report(path.read_bytes())
+        yield path.stem, decode_report(_read(path))
     else:
         raise ReportInputError(
             f"unsupported reports input {path}: expected a .jsonl file, a .txt report, "
@@ -45,9 +50,21 @@ def iter_report_inputs(path: Path) -> Iterator[tuple[str, str]]:
         )
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ReportInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def _jsonl(path: Path) -> Iterator[tuple[str, str]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    try:
+        f = open(path, "rb")  # bytes: each line is decoded on its own (see decode_report)
+    except OSError as exc:
+        raise ReportInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with f:
+        for n, raw in enumerate(f, start=1):
+            line = decode_report(raw)
             if not line.strip():
                 continue
             try:
@@ -74,4 +91,10 @@ def _store(path: Path, kind: str) -> Iterator[tuple[str, str]]:
             raise ReportInputError(
                 f"reports {kind} {path} has no reports: expected files/pNN/p<subject>/s<study>.txt"
             )
-        yield from store.iter_reports()
+        for study in store.study_ids():
+            try:
+                text = store.read(study)
+            except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                raise ReportInputError(
+                    f"cannot read report {store.location(study)}: {exc}") from None
+            yield study, text
