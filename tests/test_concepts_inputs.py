@@ -173,3 +173,45 @@ def test_corrupt_member_of_a_reports_zip_names_the_member(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ReportInputError, match="s50000001.txt"):
         list(iter_report_inputs(path))
+
+
+def _labelled_jsonl(tmp_path, copies: int = 3):
+    import json
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "concepts"
+    rows = [json.loads(x) for name in ("dev.jsonl", "gold.jsonl")
+            for x in (data / name).read_text("utf-8").splitlines() if x.strip()]
+    path = tmp_path / "reports.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for k in range(copies):
+            for r in rows:
+                f.write(json.dumps({"id": f"{r['id']}-{k}", "text": r["text"]}) + "\n")
+    return path, copies * len(rows)
+
+
+def test_cli_concepts_on_two_workers_writes_the_same_lines_in_the_same_order(tmp_path):
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+
+    path, n = _labelled_jsonl(tmp_path)  # 1,500 reports: three chunks of 500
+    one = CliRunner().invoke(app, ["concepts", str(path), "--workers", "1"])
+    two = CliRunner().invoke(app, ["concepts", str(path), "--workers", "2"])
+    assert one.exit_code == 0 and two.exit_code == 0, two.output
+    assert len(one.stdout.splitlines()) == n
+    assert two.stdout == one.stdout
+
+
+def test_cli_concepts_on_two_workers_names_a_bad_line_and_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+
+    path, n = _labelled_jsonl(tmp_path, copies=2)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("{not json\n")
+    result = CliRunner().invoke(app, ["concepts", str(path), "--workers", "2"])
+    assert result.exit_code == 2
+    assert f"reports.jsonl:{n + 1}: not valid JSON" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

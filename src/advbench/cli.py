@@ -4,7 +4,6 @@ them, so ``advbench --help`` and ``advbench concepts`` start quickly.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -162,20 +161,26 @@ def concepts(
         Path, typer.Argument(help="JSONL of {id, text}, a .txt report, or a reports folder/zip.")
     ],
     out: Annotated[Path | None, typer.Option(help="Output JSONL (default: stdout).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes to extract on (default: the cores).")
+    ] = None,
 ) -> None:
-    """Extract the 17 clinical concepts from reports: one JSON line per report."""
-    from advbench.concepts.extract import ConceptExtractor
+    """Extract the 17 clinical concepts from reports: one JSON line per report, in order."""
     from advbench.concepts.inputs import ReportInputError, iter_report_inputs
+    from advbench.concepts.parallel import extract_in_order
+    from advbench.errors import BuildError
+    from advbench.workers import default_workers
 
-    extractor = ConceptExtractor()
     sink = open(out, "w", encoding="utf-8") if out else sys.stdout
     n = 0
     try:
-        for report_id, text in iter_report_inputs(input):
-            sink.write(json.dumps(extractor.extract(text).to_dict(report_id)) + "\n")
+        for line in extract_in_order(iter_report_inputs(input), workers or default_workers()):
+            sink.write(line + "\n")
             n += 1
     except ReportInputError as exc:
         _fail(str(exc), code=2)
+    except BuildError as exc:  # a worker process died
+        _fail(str(exc))
     finally:
         if out:
             sink.close()
