@@ -49,6 +49,11 @@ def decode_pixels(data: bytes) -> np.ndarray:
         return np.asarray(image)
 
 
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of PNG bytes, from the IHDR chunk: no need to decode the pixels."""
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def image_suffix(data: bytes) -> str:
     """The file suffix that matches encoded bytes (``.png``, ``.jpg``), for the Image ``path``."""
     if data[:8] == PNG_SIGNATURE:

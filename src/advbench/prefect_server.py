@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from advbench.errors import BuildError
+from advbench.workers import die_with_parent
 
 # What Prefect sets for its ephemeral server: no UI, only the services a local run needs.
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
@@ -193,28 +193,7 @@ def stop(proc: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
     proc.wait()
 
 
-# --- the child -----------------------------------------------------------------------------
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Die when the build dies, however it dies (SIGKILL included)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    # The parent may have died before prctl took effect; its orphan then has another parent.
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-    def watch() -> None:
-        # Also covers systems without PDEATHSIG, and a SIGTERM that uvicorn is slow to honour.
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+# --- the child: dies with the build (advbench.workers.die_with_parent) ---------------------
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -225,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    _exit_with_parent(args.parent_pid)
+    die_with_parent(args.parent_pid)
     os.environ.update(SERVER_ENV)
     import uvicorn
 

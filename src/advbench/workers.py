@@ -56,8 +56,9 @@ class WorkerCache:
 WORKER_CACHE = WorkerCache()
 
 
-def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive the build that started it, even one killed with SIGKILL."""
+def die_with_parent(parent: int) -> None:
+    """A child process (pool worker, Prefect server) must not outlive the build that started
+    it, even one killed with SIGKILL: PDEATHSIG where Linux has it, and a watchdog thread."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -79,7 +80,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init_process_worker(parent: int, then: Callable[[], None] | None = None) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if then is not None:
         then()
@@ -111,8 +112,8 @@ class InlineExecutor(Executor):
 
 
 class Runner(ABC):
-    """A kind of worker pool. ``executor`` runs shard functions; ``prefect_task_runner``
-    bounds how many shard tasks the flow runs at once."""
+    """A kind of worker pool, ``workers`` wide; ``executor`` runs shard functions (the flow
+    keeps at most ``workers`` shard tasks in flight itself)."""
 
     kind: ClassVar[str]
 
@@ -122,11 +123,6 @@ class Runner(ABC):
     @abstractmethod
     def executor(self) -> Executor:
         """A fresh pool; the caller shuts it down."""
-
-    def prefect_task_runner(self) -> Any:
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        return ThreadPoolTaskRunner(max_workers=self.workers)
 
 
 RUNNERS: Registry[type[Runner]] = Registry("runner")

@@ -49,7 +49,7 @@ class Identity(Attack):
         for case in cases:
             study = case.study.study
             yield Sample(
-                id=case.id, parent_id=study.id, config=self.config_name, kind=case.kind,
+                id=case.id, parent_id=case.parent_id, config=self.config_name, kind=case.kind,
                 split=study.split, modality=study.modality, body_part=study.body_part,
                 image=decode_pixels(study.image_bytes), text={"report": study.report},
             )

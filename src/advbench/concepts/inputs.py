@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,10 +90,7 @@ def _store(path: Path, kind: str) -> Iterator[tuple[str, str]]:
             raise ReportInputError(
                 f"reports {kind} {path} has no reports: expected files/pNN/p<subject>/s<study>.txt"
             )
-        for study in store.study_ids():
-            try:
-                text = store.read(study)
-            except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                raise ReportInputError(
-                    f"cannot read report {store.location(study)}: {exc}") from None
-            yield study, text
+        try:
+            yield from store.iter_reports()
+        except ReportStoreError as exc:
+            raise ReportInputError(str(exc)) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from advbench.images import encode_png
+from advbench.images import encode_png, png_size
 from advbench.records import Sample
 from advbench.release.configs import ReleaseConfig, SummaryTable
 
@@ -51,7 +51,7 @@ class DerivedConfig(ReleaseConfig):
 
     def row(self, record: Sample) -> dict[str, Any]:
         image = encode_png(record.image)
-        height, width = _png_size(image)
+        width, height = png_size(image)
         mask = None if record.mask is None else {
             "bytes": encode_png(record.mask), "path": f"{record.id}-mask.png"}
         unknown = (set(record.text) - set(self.text_features())) | (
@@ -79,10 +79,3 @@ class DerivedConfig(ReleaseConfig):
                         "ORDER BY 1, 2").fetchall()
         return [SummaryTable("samples per kind and modality", ["kind", "modality", "samples"],
                              [list(p) for p in pairs])]
-
-
-def _png_size(data: bytes) -> tuple[int, int]:
-    """(height, width) from a PNG's IHDR chunk, without decoding the pixels."""
-    width = int.from_bytes(data[16:20], "big")
-    height = int.from_bytes(data[20:24], "big")
-    return height, width

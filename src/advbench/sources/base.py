@@ -122,7 +122,8 @@ class Source(ABC):
         """The license of the data read; a credentialed one must never be published openly."""
 
     def prepare_image(self, data: bytes, where: str) -> PreparedImage:
-        """Decode an input's image fully and apply this source's ``image`` option."""
+        """Decode an input's image (to the end of its data) and apply this source's ``image``
+        option."""
         return prepare_image(data, self.config.image, where)
 
     def resolve(self, path: Path) -> Path:

@@ -234,11 +234,16 @@ class ReportStore:
             relative=relative)
 
     def read(self, study_id: str | int) -> str:
-        """The text of one study's report; ``KeyError`` when the study has none."""
+        """The text of one study's report; ``KeyError`` when the study has none,
+        ``ReportStoreError`` naming the report when it cannot be read."""
         name = self.index[_norm_study(study_id)]
-        if self._zip is not None:
-            return decode_report(self._zip.read(name))
-        return decode_report((self.path / name).read_bytes())
+        try:
+            if self._zip is not None:
+                return decode_report(self._zip.read(name))
+            return decode_report((self.path / name).read_bytes())
+        except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise ReportStoreError(
+                f"cannot read report {self.location(study_id)}: {exc}") from None
 
     def study_ids(self) -> list[str]:
         return sorted(self.index)
