@@ -10,6 +10,12 @@ case), ``heldout7_short.jsonl`` (500 short reports on the rarer concepts and sta
 ``heldout8.jsonl`` (terse, abbreviated and very long reports) were written and labelled from the
 guide alone, by someone who never saw the extractor or its lexicon.
 
+Text written elsewhere (issue 8), each set by its own blind writer from the guide alone:
+``sentences_a.jsonl`` (400 short items: other hospitals' chest x-ray sentences, impressions,
+negation and hedge test sentences, imaging sentences quoted in discharge notes, all-caps and
+telegraphic reports) was tuned on; ``sentences_b.jsonl`` (300 items by another writer) was
+scored at first sight and after the changes, and not tuned on.
+
 The metric: 72-91% of the (report, concept) cells are ``absent``, so a per-cell accuracy is
 mostly a count of concepts nobody mentioned (answering ``absent`` everywhere scores 0.72-0.91).
 The gate is therefore the accuracy over the cells that matter: those that are not ``absent`` in
@@ -66,6 +72,10 @@ FLOORS = {
     "heldout6.jsonl": 0.995,
     "heldout7_short.jsonl": 0.995,
     "heldout8.jsonl": 0.99,
+    # first sight (lexicon before issue 8) -> after: sentences_a 0.861 -> 1.000 (tuned on);
+    # sentences_b 0.907 -> 0.971 (not tuned on)
+    "sentences_a.jsonl": 0.99,
+    "sentences_b.jsonl": 0.96,
     FROZEN: FROZEN_FLOOR,
 }
 LABELLED = [name for name in FLOORS if name != FROZEN]
@@ -131,6 +141,16 @@ def _score(rows: list[dict], answer: Callable[[str], dict[str, str]] = _extract)
             else:
                 score.errors.append(f"{row['id']} {concept}: want {want}, got {said}")
     return score
+
+
+@pytest.mark.parametrize("name", list(FLOORS))
+def test_labelled_set_has_unique_ids_and_every_concept_in_a_known_state(name):
+    rows = _load(name)
+    assert len({r["id"] for r in rows}) == len(rows)
+    for row in rows:
+        assert row["text"].strip(), row["id"]
+        assert list(row["concepts"]) == list(CONCEPTS), row["id"]
+        assert set(row["concepts"].values()) <= set(STATES), row["id"]
 
 
 def test_dev_set_is_well_formed():

@@ -11,6 +11,7 @@ tokens too): most sentences of a corpus are looked up, not scanned.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -451,15 +452,38 @@ def _sentence_regex(entries: list[_Entry]) -> re.Pattern[str] | None:
     return re.compile(f"(?:{'|'.join(inner) or '(?!)'})()|{end_rx.pattern}")
 
 
+_FRAGMENT = re.compile(r"<([a-z_]+)>")
+
+
+def _fragments(lex: dict[str, Any]) -> Callable[[str], str]:
+    """The lexicon's named fragments: ``<name>`` in a phrase stands for the fragment's text
+    (a long list of words shared by several phrases, written once)."""
+    named = lex.get("fragments") or {}
+    for name, body in named.items():
+        if not isinstance(body, str) or _FRAGMENT.search(body):
+            raise LexiconError(f"fragment {name!r} must be a string without fragments in it")
+
+    def fill(phrase: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            if m.group(1) not in named:
+                raise LexiconError(f"unknown fragment <{m.group(1)}> in {phrase!r}")
+            return named[m.group(1)]
+        return _FRAGMENT.sub(one, phrase) if "<" in phrase else phrase
+
+    return fill
+
+
 def _load_entries(lex: dict[str, Any]) -> list[_Entry]:
     entries: list[_Entry] = []
+    fill = _fragments(lex)
 
     def as_list(v: Any) -> list:
-        items = [] if v is None else list(v)
-        for p in items:
+        items = []
+        for p in [] if v is None else v:
             phrase = p.get("p") if isinstance(p, dict) else p
             if not isinstance(phrase, str):
                 raise LexiconError(f"phrase {phrase!r} is not a string (quote it in the YAML)")
+            items.append({**p, "p": fill(phrase)} if isinstance(p, dict) else fill(p))
         return items
 
     for concept, phrases in (lex.get("concepts") or {}).items():
@@ -544,6 +568,9 @@ _DANGLING_TAIL = re.compile(
     r"\b(?:\s+[a-z-]+){0,4}[\s.,;:!?)\]]*$)"  # "may be present at the right base"
 )
 _NON_SPACE = re.compile(r"\S")
+# "?pna", "?RLL infiltrate": a question mark stuck to a word hedges it (clinical shorthand);
+# the scanned text gets a space there so the word is found
+_QUERY_WORD = re.compile(r"\?(?=[a-z])")
 _OR_GAP = re.compile(r"\s*,?\s*(?:or|nor)\s+")
 # After a hedging predicate ("pneumonia is likely"), what may follow for it to look back.
 _PRED_TAIL = re.compile(
@@ -639,7 +666,10 @@ class ConceptExtractor:
             scan = self._breaks.sub(_BREAK, low)
             if len(scan) != len(low):  # the break pattern matched more than one character
                 scan = self._breaks.sub(_breaks_to_marks, low)
-        return " " + scan.translate(_SCAN_TABLE)
+        scan = scan.translate(_SCAN_TABLE)
+        if "?" in scan:
+            scan = _QUERY_WORD.sub(" ", scan)
+        return " " + scan
 
     def _section(self, text: str, low: str, scan: list[str], section: str, start: int,
                  end: int, mentions: list[Mention], best: dict[str, int]) -> None:
@@ -762,6 +792,8 @@ class ConceptExtractor:
                 if clause_at < 0:
                     clause_at = m.start()
                     base = clause_at - 1 + info[2]
+                    if base and low[base - 1] == "?":
+                        base -= 1  # the clause's cached text keeps its "?"
                 if kind == _MENTION:
                     has_mention = True
             elif kind != _IGNORE:
@@ -935,10 +967,12 @@ class ConceptExtractor:
             state = e.own
             if state is None:
                 given = states[i]
-                if given is None:
-                    state, trig = "positive", None
-                else:
+                if given is not None:
                     state, trig = given
+                elif s and low[s - 1] == "?":
+                    state, trig = "uncertain", "?"
+                else:
+                    state, trig = "positive", None
             else:
                 trig = None if state == "positive" else _clean(low[s:t])
             for c in e.concepts:
@@ -967,7 +1001,10 @@ def _plain(low: str, clause: list[tuple[_Entry, int, int]], pending: list) -> No
     for e, s, t in clause:
         if e.kind == _MENTION:
             state = e.own
-            if state is None or state == "positive":
+            if state is None and s and low[s - 1] == "?":
+                for c in e.concepts:
+                    pending.append((c, "uncertain", s, t, "?"))
+            elif state is None or state == "positive":
                 for c in e.concepts:
                     pending.append((c, "positive", s, t, None))
             else:
