@@ -10,14 +10,18 @@ case), ``heldout7_short.jsonl`` (500 short reports on the rarer concepts and sta
 ``heldout8.jsonl`` (terse, abbreviated and very long reports) were written and labelled from the
 guide alone, by someone who never saw the extractor or its lexicon.
 
-Text written elsewhere (issue 8), each set by its own blind writer from the guide alone:
+Text written elsewhere (issue 8), each set by its own blind writer from the guide alone (the
+writers' notes on ambiguous cases are in ``data/concepts/README.md``):
 ``sentences_a.jsonl`` (400 short items: other hospitals' chest x-ray sentences, impressions,
 negation and hedge test sentences, imaging sentences quoted in discharge notes, all-caps and
-telegraphic reports) was tuned on; ``sentences_b.jsonl`` (300 items by another writer) was
-scored at first sight and after the changes, and not tuned on.
+telegraphic reports) and ``ct_reports_a.jsonl`` (150 chest CT reports: organ-header templates,
+prose translated from other languages, CT pulmonary angiograms, oncology staging, screening and
+HRCT) were tuned on; ``sentences_b.jsonl`` (300 items) and ``ct_reports_b.jsonl`` (120 CT
+reports from other hospitals) were first scored as held-out sets, then tuned on;
+``sentences_c.jsonl`` and ``ct_reports_c.jsonl`` are the held-out sets of the last round.
 
-The metric: 72-91% of the (report, concept) cells are ``absent``, so a per-cell accuracy is
-mostly a count of concepts nobody mentioned (answering ``absent`` everywhere scores 0.72-0.91).
+The metric: 63-91% of the (report, concept) cells are ``absent``, so a per-cell accuracy is
+mostly a count of concepts nobody mentioned (answering ``absent`` everywhere scores 0.63-0.91).
 The gate is therefore the accuracy over the cells that matter: those that are not ``absent`` in
 the label or in the extractor's answer. A missed mention and a spurious one both count.
 
@@ -72,10 +76,14 @@ FLOORS = {
     "heldout6.jsonl": 0.995,
     "heldout7_short.jsonl": 0.995,
     "heldout8.jsonl": 0.99,
-    # first sight (lexicon before issue 8) -> after: sentences_a 0.861 -> 1.000 (tuned on);
-    # sentences_b 0.907 -> 0.971 (not tuned on)
+    # first sight (lexicon before issue 8) -> held out (changes tuned on the "a" sets only)
+    # -> after tuning on it too:
+    #   sentences_a 0.861 -> (tuned) -> 1.000     ct_reports_a 0.824 -> (tuned) -> 0.997
+    #   sentences_b 0.907 -> 0.971 -> 0.991       ct_reports_b 0.857 -> 0.963 -> 0.994
     "sentences_a.jsonl": 0.99,
-    "sentences_b.jsonl": 0.96,
+    "sentences_b.jsonl": 0.98,
+    "ct_reports_a.jsonl": 0.99,
+    "ct_reports_b.jsonl": 0.985,
     FROZEN: FROZEN_FLOOR,
 }
 LABELLED = [name for name in FLOORS if name != FROZEN]
@@ -183,7 +191,7 @@ def test_accuracy_on_cells_that_are_not_absent(name):
 @pytest.mark.parametrize("name", LABELLED)
 def test_always_absent_scores_high_per_cell_but_zero_on_the_gate(name):
     score = _score(_load(name), lambda text: dict.fromkeys(CONCEPTS, "absent"))
-    assert score.all_cells >= 0.7  # what the old per-cell gate would have seen
+    assert score.all_cells >= 0.6  # what the old per-cell gate would have seen
     assert score.accuracy == 0.0 < FLOORS[name]
 
 

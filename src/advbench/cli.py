@@ -5,6 +5,7 @@ them, so ``advbench --help`` and ``advbench concepts`` start quickly.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -186,6 +187,75 @@ def concepts(
             sink.close()
     if out:
         _console().print(f"{n} reports → {out}")
+
+
+@app.command("perturb-reports")
+def perturb_reports(
+    input: Annotated[
+        Path, typer.Argument(help="JSONL of {id, text}, a .txt report, or a reports folder/zip.")
+    ],
+    out: Annotated[Path | None, typer.Option(help="Output JSONL (default: stdout).")] = None,
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option("--kinds", help="Perturbation kinds (repeat or comma-separate; default: all "
+                     "five)."),
+    ] = None,
+    per_study: Annotated[int, typer.Option(min=1, help="Perturbations per kind and report.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the perturbation draws.")] = 0,
+    removal: Annotated[
+        str, typer.Option(help="State of a removed concept: negative or absent.")
+    ] = "negative",
+    skipped: Annotated[
+        Path | None, typer.Option(help="Also write the kinds that could not apply, as JSONL.")
+    ] = None,
+) -> None:
+    """CoRPA adversarial reports: one JSON line per planned perturbation, each re-extracted
+    and marked verified only when all 17 concept states equal its target."""
+    import json
+
+    from advbench.attacks.corpa.planner import KINDS, REMOVAL_STATES
+    from advbench.attacks.corpa.report_set import ReportSetSummary, perturb_report_set
+    from advbench.concepts.inputs import ReportInputError, iter_report_inputs
+
+    chosen = [k.strip() for item in (kinds or list(KINDS)) for k in item.split(",") if k.strip()]
+    unknown = sorted(set(chosen) - set(KINDS))
+    if unknown:
+        _fail(f"unknown kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}", code=2)
+    if removal not in REMOVAL_STATES:
+        _fail(f"--removal must be one of {', '.join(REMOVAL_STATES)}, not {removal!r}", code=2)
+    summary = ReportSetSummary()
+    sink = open(out, "w", encoding="utf-8") if out else sys.stdout
+    skip_sink = open(skipped, "w", encoding="utf-8") if skipped else None
+
+    def on_skip(skip) -> None:
+        if skip_sink is not None:
+            skip_sink.write(json.dumps({"parent_id": skip.parent_id, "kind": skip.kind,
+                                        "reason": skip.reason}) + "\n")
+
+    try:
+        for rec in perturb_report_set(lambda: iter_report_inputs(input), kinds=chosen,
+                                      per_study=per_study, seed=seed, removal=removal,
+                                      summary=summary, on_skip=on_skip):
+            sink.write(json.dumps(rec) + "\n")
+    except ReportInputError as exc:
+        _fail(str(exc), code=2)
+    finally:
+        if out:
+            sink.close()
+        if skip_sink is not None:
+            skip_sink.close()
+    planned = sum(summary.planned.values())
+    lines = [f"{summary.reports} reports, {planned} perturbations planned: "
+             f"{sum(summary.verified.values())} verified ({summary.verified_share:.1%}), "
+             f"{sum(summary.failed.values())} failed"]
+    for kind in chosen:
+        lines.append(f"  {kind}: {summary.verified[kind]}/{summary.planned[kind]} verified")
+    by_kind = Counter()
+    for (kind, _), n in summary.skipped.items():
+        by_kind[kind] += n
+    if by_kind:
+        lines.append("  not applicable: " + ", ".join(f"{k} {n}" for k, n in by_kind.items()))
+    _console().print("\n".join(lines), highlight=False)
 
 
 @app.command()

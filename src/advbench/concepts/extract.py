@@ -568,9 +568,18 @@ _DANGLING_TAIL = re.compile(
     r"\b(?:\s+[a-z-]+){0,4}[\s.,;:!?)\]]*$)"  # "may be present at the right base"
 )
 _NON_SPACE = re.compile(r"\S")
-# "?pna", "?RLL infiltrate": a question mark stuck to a word hedges it (clinical shorthand);
-# the scanned text gets a space there so the word is found
+# "?pna", "?RLL infiltrate", "pneumonia?": a question mark stuck to a finding hedges it
+# (clinical shorthand); the scanned text gets a space there so the word after it is found
 _QUERY_WORD = re.compile(r"\?(?=[a-z])")
+# ... also through a word or two before the finding ("?early pneumonia", "?small R effusion")
+_QUERY_BEFORE = re.compile(r"\?[a-z][a-z-]*(?:[ \t]+[a-z][a-z-]*)?[ \t]+$")
+
+
+def _queried(low: str, s: int, t: int) -> bool:
+    """Whether a finding at [s, t) carries a stuck-on question mark ("?pna", "pneumonia?",
+    "?early pneumonia")."""
+    return (s > 0 and low[s - 1] == "?") or low[t:t + 1] == "?" or (
+        "?" in low[max(0, s - 40):s] and _QUERY_BEFORE.search(low, max(0, s - 40), s) is not None)
 _OR_GAP = re.compile(r"\s*,?\s*(?:or|nor)\s+")
 # After a hedging predicate ("pneumonia is likely"), what may follow for it to look back.
 _PRED_TAIL = re.compile(
@@ -635,6 +644,28 @@ class ConceptExtractor:
     def sections(self, text: str) -> list[Section]:
         """The kept sections of a report (see ``advbench.concepts.sections``)."""
         return self._sections.kept(text)
+
+    def sentence_spans(self, text: str) -> list[tuple[str, int, int]]:
+        """(section, start, end) of each sentence of the kept sections, cut as the extractor
+        cuts them (a mention never crosses one), stripped of the spaces around it."""
+        low = _lower(text)
+        out: list[tuple[str, int, int]] = []
+        for name, start, end, _ in self._sections.kept_spans(text, low):
+            marks = self._sentences_in(low, start, end) if self._sentence_cache else ()
+            a = start
+            for mark in chain(marks, (None,)):
+                if mark is None:
+                    b = end
+                elif mark.lastindex:  # a mark inside a phrase ("e.g.")
+                    continue
+                else:
+                    b = mark.end()
+                piece = text[a:b]
+                if piece.strip():
+                    out.append((name, a + len(piece) - len(piece.lstrip()),
+                                a + len(piece.rstrip())))
+                a = b
+        return out
 
     def extract(self, text: str) -> ConceptResult:
         """Concept states, class labels and mentions of one report."""
@@ -759,6 +790,9 @@ class ConceptExtractor:
         entry = self._entries[self._group_entry[marked.lastindex]]
         lead = 1 if key[0] == " " else 0
         info = (entry.kind, entry, lead)
+        if key == "?":
+            return info  # the one token whose text does not decide its phrase: "? effusion"
+            # (a hedge) and "effusion?" (a sentence end) are told apart by the look-around
         if len(self._cache) >= self._CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = info
@@ -792,8 +826,12 @@ class ConceptExtractor:
                 if clause_at < 0:
                     clause_at = m.start()
                     base = clause_at - 1 + info[2]
-                    if base and low[base - 1] == "?":
-                        base -= 1  # the clause's cached text keeps its "?"
+                    if "?" in low[max(0, base - 40):base]:  # the cached text keeps its "?"
+                        q = _QUERY_BEFORE.search(low, max(0, base - 40), base)
+                        if q is not None:
+                            base = q.start()
+                        elif base and low[base - 1] == "?":
+                            base -= 1
                 if kind == _MENTION:
                     has_mention = True
             elif kind != _IGNORE:
@@ -824,7 +862,7 @@ class ConceptExtractor:
         tokens, the cues and the words between them), and report text repeats a lot ("no
         pleural effusion or pneumothorax"), so the result is cached by that text.
         """
-        key = low[base:clause_end]
+        key = low[base:clause_end + 1]  # with what ends it: "pneumonia?" is not "pneumonia."
         done = self._clauses.get(key)
         if done is not None:
             return done
@@ -969,7 +1007,7 @@ class ConceptExtractor:
                 given = states[i]
                 if given is not None:
                     state, trig = given
-                elif s and low[s - 1] == "?":
+                elif _queried(low, s, t):
                     state, trig = "uncertain", "?"
                 else:
                     state, trig = "positive", None
@@ -1001,7 +1039,7 @@ def _plain(low: str, clause: list[tuple[_Entry, int, int]], pending: list) -> No
     for e, s, t in clause:
         if e.kind == _MENTION:
             state = e.own
-            if state is None and s and low[s - 1] == "?":
+            if state is None and _queried(low, s, t):
                 for c in e.concepts:
                     pending.append((c, "uncertain", s, t, "?"))
             elif state is None or state == "positive":
