@@ -812,3 +812,114 @@ def test_bone_normals_are_not_whole_study_normals(x):
     for sentence in ("Visualized osseous structures are without acute abnormality.",
                      "No acute osseous abnormality."):
         assert states(x, "FINDINGS: " + sentence)["unremarkable"] == "absent", sentence
+
+
+# -- text written elsewhere (docs/concept-labelling.md, "Text written elsewhere") -------------
+
+ELSEWHERE = [
+    # coordinated modifiers before a shared head
+    ("No enlarged mediastinal, hilar, or axillary lymph nodes.", {"adenopathy": "negative"}),
+    ("Enlarged paratracheal, subcarinal and right hilar lymph nodes.",
+     {"adenopathy": "positive"}),
+    ("No abnormally enlarged thoracic lymph nodes.", {"adenopathy": "negative"}),
+    ("Lymph nodes with short axis below 1 cm in the prevascular region.",
+     {"adenopathy": "negative"}),
+    ("Mediastinal lymph nodes are prominent but not enlarged.", {"adenopathy": "negative"}),
+    # organ normals
+    ("The heart and pericardium are normal.", {"enlarged_heart": "negative"}),
+    ("Normal-sized heart.", {"enlarged_heart": "negative"}),
+    ("Cardiac chambers are normal in size.", {"enlarged_heart": "negative"}),
+    ("Heart size and pulmonary vascularity are normal.", {"enlarged_heart": "negative"}),
+    ("The heart is in the upper limits of normal in size.", {"enlarged_heart": "negative"}),
+    ("Pleural spaces are clear.", {"effusion": "negative"}),
+    ("No pleural abnormality or pneumothorax.",
+     {"effusion": "negative", "absent_lung_markings": "negative"}),
+    # synonyms and whole-study prose
+    ("Left lower lobe infiltrate.", {"opacity": "positive"}),
+    ("Ground-glass attenuation in the right upper lobe.", {"opacity": "positive"}),
+    ("The chest x-ray obtained on admission was unremarkable.", {"unremarkable": "positive"}),
+    ("Chest x-ray is negative for pneumonia.", {"pneumonitis": "negative"}),
+    ("No active disease.", {"unremarkable": "positive"}),
+    # section headers
+    ("FINDINGS:\nLUNGS: Clear.\nPLEURA: Normal.\nHEART: Normal size.\nHILA: Normal.\n"
+     "LYMPH NODES: Normal.\nMEDIASTINUM: Normal.",
+     {"unremarkable": "positive", "effusion": "negative", "enlarged_heart": "negative",
+      "irregular_hilum": "negative", "adenopathy": "negative"}),
+    ("FINDINGS:\nLYMPHADENOPATHY: None.\nPNEUMOTHORAX: Absent.",
+     {"adenopathy": "negative", "absent_lung_markings": "negative"}),
+    ("FINDINGS:\nEFFUSION: Possible trace right.", {"effusion": "uncertain"}),
+    ("FINDINGS:\nPTX: Resolved.", {"absent_lung_markings": "negative"}),
+    ("IMPRESSION: Resolved right middle lobe consolidation.", {"consolidation": "negative"}),
+    # outside the chest
+    ("There is good contrast opacification of the pulmonary arteries.", {}),
+    ("PULMONARY ARTERIES: Well opacified. No filling defect.", {}),
+    ("Multiple thyroid nodules, the largest 1.2 cm.", {}),
+    ("The thyroid gland is heterogeneous with a 1.5 cm right nodule.", {}),
+    ("Nodular peritoneal disease in the upper abdomen.", {}),
+    ("Small pericardial effusion. Right knee effusion.", {}),
+    ("Hepatic metastases.", {"irregular_parenchyma": "positive"}),
+    ("Soft tissue mass in the right upper lobe.", {"mass": "positive"}),
+    # shorthand
+    ("RLL opacity, ?PNA.", {"opacity": "positive", "pneumonitis": "uncertain"}),
+    ("? small effusion.", {"effusion": "uncertain"}),
+    ("Patchy opacity, ?early pneumonia.", {"opacity": "positive", "pneumonitis": "uncertain"}),
+    ("Consolidation, pneumonia? Drainage is recommended.",
+     {"consolidation": "positive", "pneumonitis": "uncertain"}),
+    ("CXR w/o focal consolidation. No eff.",
+     {"consolidation": "negative", "effusion": "negative"}),
+]
+
+
+@pytest.mark.parametrize(("text", "want"), ELSEWHERE)
+def test_text_written_elsewhere(x, text, want):
+    got = {c: s for c, s in states(x, text).items() if s != "absent"}
+    assert got == want
+
+
+def test_a_question_mark_hedges_only_with_its_own_text_in_the_caches(x):
+    """'?' is the one token whose text does not decide its phrase; the caches must not mix
+    "? effusion" (a hedge) with "effusion?" and "effusion." in any order."""
+    for text in ("Small effusion.", "? Small effusion.", "Small effusion?", "Small effusion."):
+        want = "uncertain" if "?" in text else "positive"
+        assert x.extract(text).concepts["effusion"] == want, text
+
+
+def _lexicon_with(tmp_path: Path, edit) -> Path:
+    from importlib import resources
+
+    import yaml
+
+    lex = yaml.safe_load(
+        resources.files("advbench.concepts").joinpath("lexicon.yaml").read_text("utf-8"))
+    edit(lex)
+    path = tmp_path / "lexicon.yaml"
+    path.write_text(yaml.safe_dump(lex))
+    return path
+
+
+def test_a_both_ways_cue_leaves_the_direction_of_the_cues_after_it(tmp_path):
+    def edit(lex):
+        lex["cues"]["resolution_pre"].insert(0, "gone")
+        lex["cues"]["resolution_post"].insert(0, "gone")
+
+    x2 = ConceptExtractor(_lexicon_with(tmp_path, edit))
+    text = "Known lung cancer and resolution of the consolidation."
+    assert states(x2, text)["mass"] == "positive"
+    assert states(x2, text)["consolidation"] == "negative"
+
+
+def test_fragments_fill_phrases_and_an_unknown_one_is_named(tmp_path):
+    from advbench.concepts.extract import LexiconError
+
+    def edit(lex):
+        lex["fragments"]["sites"] = "apical|basal"
+        lex["concepts"]["nodule"].append("(<sites>) spot")
+
+    assert states(ConceptExtractor(_lexicon_with(tmp_path, edit)),
+                  "Apical spot.")["nodule"] == "positive"
+
+    def bad(lex):
+        lex["concepts"]["nodule"].append("<nowhere> spot")
+
+    with pytest.raises(LexiconError, match="unknown fragment <nowhere>"):
+        ConceptExtractor(_lexicon_with(tmp_path, bad))

@@ -519,9 +519,10 @@ def _load_entries(lex: dict[str, Any]) -> list[_Entry]:
                 continue  # the _pre entry carries the link flag
             if kind.endswith("_post") and kind[:-5] + "_pre" in kinds:
                 continue  # the _pre entry becomes a both-ways cue
+            this = kind  # a phrase in both _pre and _post lists is one both-ways cue
             if kind.endswith("_pre") and kind[:-4] + "_post" in kinds:
-                kind = kind[:-4] + "_both"
-            entries.append(_cue_entry(p, kind, p in links))
+                this = kind[:-4] + "_both"
+            entries.append(_cue_entry(p, this, p in links))
     for p in as_list(lex.get("terminators")):
         entries.append(_Entry(_CLAUSE, p))
     for p in as_list(lex.get("sentence_ends")):
@@ -572,7 +573,7 @@ _NON_SPACE = re.compile(r"\S")
 # (clinical shorthand); the scanned text gets a space there so the word after it is found
 _QUERY_WORD = re.compile(r"\?(?=[a-z])")
 # ... also through a word or two before the finding ("?early pneumonia", "?small R effusion")
-_QUERY_BEFORE = re.compile(r"\?[a-z][a-z-]*(?:[ \t]+[a-z][a-z-]*)?[ \t]+$")
+_QUERY_BEFORE = re.compile(r"\?[a-z][a-z-]*(?:[ \t]+[a-z][a-z-]*){0,2}[ \t]+$")
 
 
 def _queried(low: str, s: int, t: int) -> bool:

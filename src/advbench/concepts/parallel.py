@@ -9,7 +9,6 @@ so memory does not grow with the input.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
@@ -19,10 +18,14 @@ CHUNK = 500  # reports per task: large enough to hide the pickling, small enough
 
 
 def extract_lines(pairs: Iterable[tuple[str, str]]) -> list[str]:
-    """One ``advbench concepts`` JSON line per ``(id, text)``, in order."""
+    """One ``advbench concepts`` JSON line per ``(id, text)``, in order (orjson: the lines
+    are a fifth of a worker's time with the standard library's encoder)."""
+    import orjson
+
     from advbench.concepts.extract import extract
 
-    return [json.dumps(extract(text).to_dict(report_id)) for report_id, text in pairs]
+    dumps = orjson.dumps
+    return [dumps(extract(text).to_dict(report_id)).decode() for report_id, text in pairs]
 
 
 def extract_in_order(pairs: Iterable[tuple[str, str]], workers: int) -> Iterator[str]:
