@@ -923,3 +923,11 @@ def test_fragments_fill_phrases_and_an_unknown_one_is_named(tmp_path):
 
     with pytest.raises(LexiconError, match="unknown fragment <nowhere>"):
         ConceptExtractor(_lexicon_with(tmp_path, bad))
+
+
+def test_the_packaged_lexicon_keeps_the_cheap_sentence_cut(x):
+    """A phrase with a literal sentence mark after a space or group ("less than 0.5") turns the
+    sentence cache off for every report (and with it the sentence spans the CoRPA writer uses);
+    such marks go inside a raw {regex}."""
+    assert x._sentence_cache
+    assert len(x.sentence_spans("FINDINGS: No effusion. Heart size is normal.")) == 2
