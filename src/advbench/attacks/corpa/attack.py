@@ -1,0 +1,241 @@
+"""The ``corpa`` attack and its release config: plan perturbations of each study's concept
+vector, write a verified adversarial report, and make its image with the configured generator.
+
+Per batch of accepted studies (a shard's row group, so the result does not depend on which
+worker runs it): the sentence bank is made from the batch's own reports (plus the written
+fallback), each planned perturbation becomes one case, and a kind that cannot apply to a
+study becomes a case rejected with its reason, so the manifest counts every one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case
+from advbench.attacks.corpa.generators import GENERATORS
+from advbench.attacks.corpa.planner import KINDS, Perturbation, Planner, Skip
+from advbench.attacks.corpa.reports import ReportWriter
+from advbench.attacks.corpa.sentences import SentenceBank
+from advbench.concepts.vocabulary import CLASSES, CONCEPTS
+from advbench.images import decode_pixels
+from advbench.records import Outcome, Sample
+from advbench.release.configs import RELEASE_CONFIGS, SummaryTable
+from advbench.release.derived import DerivedConfig
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from advbench.release.clean import AcceptedStudy
+    from advbench.workers import WorkerCache
+
+GeneratorSpec = Annotated[
+    Union[tuple(cls.Config for _, cls in GENERATORS)],  # noqa: UP007 (built from the registry)
+    Field(discriminator="kind"),
+]
+
+
+class CorpaConfig(AttackConfig):
+    kind: Literal["corpa"] = "corpa"
+    kinds: dict[str, int] = Field(
+        default_factory=lambda: dict.fromkeys(KINDS, 1),
+        description="Perturbations per kind and study (kinds: " + ", ".join(KINDS) + ").")
+    splits: list[str] = Field(default_factory=lambda: ["test"], min_length=1,
+                              description="Splits whose studies are perturbed.")
+    removal: Literal["negative", "absent"] = Field(
+        default="negative", description="Target state of a removed concept.")
+    generator: GeneratorSpec = Field(default_factory=lambda: GENERATORS.get("phantom").Config(),
+                                     description="How the image is made.")
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(v) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; known: {', '.join(KINDS)}")
+        if any(n < 0 or n > 20 for n in v.values()):
+            raise ValueError("a count per kind is between 0 and 20")
+        return v
+
+
+
+@RELEASE_CONFIGS.register("corpa")
+class CorpaRelease(DerivedConfig):
+    default_name = "corpa"
+    description = ("CoRPA adversarial cases: a perturbed concept vector, a report re-extracted "
+                   "to exactly that target, and an image made to show it")
+
+    def text_features(self) -> dict[str, Any]:
+        from datasets import Value
+
+        return {"report": Value("string"), "original_report": Value("string")}
+
+    def own_features(self) -> dict[str, Any]:
+        from datasets import Image, List, Value
+
+        states = {c: Value("string") for c in CONCEPTS}
+        return {
+            "split": Value("string"),
+            "variant": Value("int32"),
+            "original_image": Image(),
+            "source_concepts": states,
+            "target_concepts": dict(states),
+            "achieved_concepts": dict(states),
+            "source_labels": List(Value("string")),
+            "target_labels": List(Value("string")),
+            "generator": Value("string"),
+            "generator_settings": Value("string"),
+            "image_check": {"model": Value("string"), "target_score": Value("float32"),
+                            "source_score": Value("float32"), "passed": Value("bool")},
+            "ssim_outside_edit": Value("float32"),
+            "scene": Value("string"),
+            "victims": List({"name": Value("string"), "clean_labels": List(Value("string")),
+                             "adversarial_labels": List(Value("string")),
+                             "success": Value("bool"), "queries": Value("int32")}),
+            "seed": Value("int64"),
+        }
+
+    def features(self):
+        from datasets import Features
+
+        # the base's mask is what the generator edited: named for it here
+        return Features({("edit_mask" if k == "mask" else k): v
+                         for k, v in super().features().items()})
+
+    def row(self, record: Sample) -> dict[str, Any]:
+        from advbench.images import encode_png
+
+        out = super().row(record)
+        out = {("edit_mask" if k == "mask" else k): v for k, v in out.items()}
+        original = out.get("original_image")
+        if original is not None and not isinstance(original, dict):
+            out["original_image"] = {"bytes": encode_png(original),
+                                     "path": f"{record.id}-original.png"}
+        return out
+
+    def summary(self, con: duckdb.DuckDBPyConnection, rows: str) -> list[SummaryTable]:
+        kinds = con.sql(f"SELECT kind, count(*), round(avg(ssim_outside_edit), 4) FROM {rows} "
+                        "GROUP BY 1 ORDER BY 1").fetchall()
+        return [SummaryTable("adversarial cases per kind",
+                             ["kind", "cases", "mean SSIM outside the edit"],
+                             [list(k) for k in kinds])]
+
+
+@ATTACKS.register("corpa")
+class Corpa(Attack):
+    kind = "corpa"
+    Config = CorpaConfig
+    release_config = CorpaRelease
+
+    def __init__(self, config: CorpaConfig, *, seed: int):
+        super().__init__(config, seed=seed)
+        self.planner = Planner(config.kinds, seed=seed, removal=config.removal)
+        self.generator = GENERATORS.get(config.generator.kind)(config.generator)
+
+    def plan(self, studies: list[AcceptedStudy]) -> list[Case]:
+        cases: list[Case] = []
+        name = self.config_name
+        for s in studies:
+            if s.study.split not in self.config.splits:
+                continue
+            planned, skipped = self.planner.plan(s.study.id, s.concepts.concepts)
+            for p in planned:
+                cases.append(Case(f"{s.study.id}.{name}.{p.kind}.{p.id.rsplit('.', 1)[1]}", s,
+                                  p.kind, {"perturbation": p}))
+            for skip in skipped:
+                cases.append(Case(f"{s.study.id}.{name}.{skip.kind}.skipped", s, skip.kind,
+                                  {"skip": skip}))
+        return cases
+
+    def run(self, cases: list[Case], cache: WorkerCache) -> Iterator[Sample | Outcome]:
+        from advbench.concepts.extract import ConceptExtractor
+
+        extractor = cache.get(("concept-extractor",), ConceptExtractor)
+        bank = SentenceBank(extractor)
+        seen: set[str] = set()
+        for case in cases:  # the batch's own reports, in plan order: the same on any worker
+            if case.parent_id not in seen:
+                seen.add(case.parent_id)
+                bank.add_report(case.study.study.report)
+        writer = ReportWriter(extractor, bank)
+        for case in cases:
+            skip: Skip | None = case.target.get("skip")
+            if skip is not None:
+                yield self.reject(case, "plan", "not_applicable", f"{case.id}: {skip.reason}")
+                continue
+            yield self._make(case, case.target["perturbation"], writer)
+
+    def _make(self, case: Case, p: Perturbation, writer: ReportWriter) -> Sample | Outcome:
+        study = case.study.study
+        written = writer.write(study.report, p)
+        if written.status != "verified":
+            return self.reject(case, "report", "report_not_verified",
+                               f"{case.id}: {written.reason}")
+        seed = _case_seed(self.seed, case.id)
+        try:
+            candidate = next(iter(self.generator.candidates(study, p, written.report, seed)))
+        except (ValueError, StopIteration) as exc:
+            return self.reject(case, "image", "no_image", f"{case.id}: {exc}")
+        original = decode_pixels(study.image_bytes)
+        return Sample(
+            id=case.id, parent_id=case.parent_id, config=self.config_name, kind=case.kind,
+            split=study.split, modality=study.modality, body_part=study.body_part,
+            image=candidate.pixels, mask=candidate.mask,
+            text={"report": written.report, "original_report": study.report},
+            fields={
+                "split": study.split,
+                "variant": int(candidate.settings.get("variant", 0)),
+                "original_image": original,
+                "source_concepts": dict(p.source_concepts),
+                "target_concepts": dict(p.target_concepts),
+                "achieved_concepts": dict(written.achieved),
+                "source_labels": _labels(case.study.concepts.labels),
+                "target_labels": p.positive_labels,
+                "generator": self.generator.kind,
+                "generator_settings": json.dumps(candidate.settings, sort_keys=True),
+                "image_check": None,
+                "ssim_outside_edit": ssim_outside(original, candidate.pixels, candidate.mask),
+                "scene": None if candidate.scene is None else json.dumps(candidate.scene),
+                "victims": [],
+                "seed": seed,
+            },
+        )
+
+
+def _labels(labels: dict[str, str]) -> list[str]:
+    return [c for c in CLASSES if labels.get(c) in ("positive", "uncertain")]
+
+
+def _case_seed(seed: int, case_id: str) -> int:
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}\0{case_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # fits int64
+
+
+def ssim_outside(original: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> float:
+    """SSIM of the image to the original where its window lies outside the edit mask (1.0
+    when the image kept every pixel there; NaN when the edit covers the whole image)."""
+    from skimage.metrics import structural_similarity
+
+    a = np.asarray(original, dtype=np.float64)
+    b = np.asarray(image, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"image {b.shape} and original {a.shape} differ in shape")
+    outside = np.ones(a.shape[:2], bool) if mask is None else np.asarray(mask) == 0
+    if mask is not None:  # only windows wholly outside the edit (SSIM's window is 7 × 7)
+        from scipy.ndimage import binary_erosion
+
+        outside = binary_erosion(outside, iterations=3, border_value=1)
+    if not outside.any():
+        return float("nan")
+    _, full = structural_similarity(a, b, data_range=255.0, full=True,
+                                    channel_axis=-1 if a.ndim == 3 else None)
+    if full.ndim == 3:
+        full = full.mean(axis=-1)
+    return float(full[outside].mean())
+
