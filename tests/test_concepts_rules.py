@@ -931,3 +931,24 @@ def test_the_packaged_lexicon_keeps_the_cheap_sentence_cut(x):
     such marks go inside a raw {regex}."""
     assert x._sentence_cache
     assert len(x.sentence_spans("FINDINGS: No effusion. Heart size is normal.")) == 2
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    # no FINDINGS header: a dropped line ends where the organ headers start
+    ("CT THORAX\nHistory: Weight loss. ?malignancy.\nComparison: CXR 2 weeks ago.\n"
+     "Lungs: No pulmonary nodule.\nPleura: No effusion.\nConclusion: Normal CT thorax.",
+     {"unremarkable": "positive", "nodule": "negative", "effusion": "negative"}),
+    # a dropped header inside FINDINGS holds its line; the findings go on after it
+    ("FINDINGS:\nComparison: CT 4 months ago.\nNew small right pleural effusion.\n"
+     "IMPRESSION: Small right effusion.\n RECOMMENDATION(S):  Follow-up.\n",
+     {"effusion": "positive"}),
+    # ... and a wrapped dropped line stays dropped
+    ("IMPRESSION:  No pneumothorax.\n NOTIFICATION:  The findings were discussed with Dr. ___\n"
+     " who asked about a mass.\n", {"absent_lung_markings": "negative"}),
+    # a header with a qualifier
+    ("FINDINGS (CHEST):\nHeart size normal.\nIMPRESSION:\nRib fracture.",
+     {"enlarged_heart": "negative"}),
+])
+def test_section_boundaries_in_templates(x, text, want):
+    got = {c: s for c, s in states(x, text).items() if s != "absent"}
+    assert got == want

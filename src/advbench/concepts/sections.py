@@ -13,6 +13,9 @@ from typing import Any, NamedTuple
 
 _TEXT = re.compile(r"\S")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
+# any "Name:" at a line start ("Lungs:", "Mediastinum/hila:", "Report:"): it ends a dropped
+# section's paragraph in a report without FINDINGS or IMPRESSION (organ-by-organ templates)
+_LINE_HEADER = re.compile(r"\n[ \t]*[A-Za-z][A-Za-z0-9 /&()'-]{0,40}:")
 
 
 class Section(NamedTuple):
@@ -45,7 +48,8 @@ class SectionSplitter:
             self._canon[_norm(name)], self._kind["wet read"] = "wet read", "wet"
         # A header at a line start (any case) followed by ":", or alone on its line (upper
         # case); the leading newline is a literal, so the engine skips other text quickly.
-        header = rf"[ \t]*+({_trie(list(self._canon))})[ \t]*(:|(?=[ \t]*(?:\r?\n|$)))"
+        header = (rf"[ \t]*+({_trie(list(self._canon))})(?:[ \t]*\([^)\n]{{1,40}}\))?"
+                  r"[ \t]*(:|(?=[ \t]*(?:\r?\n|$)))")  # "FINDINGS (CHEST):" too
         self._line = re.compile(r"\n" + header)
         self._first = re.compile(header)
         # Kept headers may also follow other text on a line when written in upper case.
@@ -108,7 +112,8 @@ class SectionSplitter:
 
         FINDINGS/IMPRESSION sections keep their names; without either, the preamble and every
         section that is not dropped are returned named ``body`` (a dropped section is one
-        paragraph: the text after its first blank line is body again). ``low`` is
+        paragraph: the text after its first blank line, or from the next line that starts with
+        a "Name:" header, is body again). ``low`` is
         ``text.lower()`` when the caller has it (same length).
         """
         chosen = self._kept_headers(text, text.lower() if low is None else low)
@@ -128,10 +133,14 @@ class SectionSplitter:
             start = s.start
             if kind.get(s.name, "body") == "dropped":
                 first = _TEXT.search(text, start, s.end)
-                blank = first and _BLANK_LINE.search(text, first.start(), s.end)
-                if not blank:
+                if not first:
                     continue
-                start = blank.end()
+                blank = _BLANK_LINE.search(text, first.start(), s.end)
+                head = _LINE_HEADER.search(text, first.start(), s.end)
+                ends = [m.end() if m is blank else m.start() + 1 for m in (blank, head) if m]
+                if not ends:
+                    continue
+                start = min(ends)
             if text[start : s.end].strip():
                 body.append(Section("body", start, s.end, s.header_start))
         return body
@@ -176,13 +185,48 @@ class SectionSplitter:
         chosen = []
         n = len(text)
         for k, (hstart, name, cstart) in enumerate(heads):
-            end = heads[k + 1][0] if k + 1 < len(heads) else n
-            for m in self._line.finditer(text, cstart, end):
-                if m.group(2) or m.group(1).isupper():
-                    end = m.start(1)
+            limit = heads[k + 1][0] if k + 1 < len(heads) else n
+            pos = cstart
+            while True:
+                end = limit
+                inner = None
+                for m in self._line.finditer(text, pos, limit):
+                    if m.group(2) or m.group(1).isupper():
+                        end, inner = m.start(1), m
+                        break
+                chosen.append((name, pos if pos < end else end, end, hstart))
+                if inner is None or kind.get(self._name_of(inner.group(1))) == "kept":
                     break
-            chosen.append((name, cstart if cstart < end else end, end, hstart))
+                # a dropped header inside FINDINGS ("Comparison: CT 4 months ago.") holds one
+                # paragraph; the kept section goes on after it
+                pos = _paragraph_end(text, inner.end(), limit)
+                if pos >= limit:
+                    break
         return chosen
+
+
+_LINE = re.compile(r"[^\n]*(?:\n|$)")
+
+
+def _paragraph_end(text: str, start: int, limit: int) -> int:
+    """Where the paragraph that starts at ``start`` (a header's text) ends: at a blank line,
+    at a line that starts with a "Name:" header, or at a line that starts a new sentence in
+    upper case after a line that ended one; a wrapped line goes on."""
+    line_end = text.find("\n", start, limit)
+    if line_end < 0:
+        return limit
+    prev = text[start:line_end].rstrip()
+    pos = line_end + 1
+    while pos < limit:
+        m = _LINE.match(text, pos, limit)
+        line = m.group().rstrip("\n")
+        body = line.strip()
+        if not body or _LINE_HEADER.match("\n" + line) or (
+                prev.endswith(".") and body[0].isupper()):
+            return pos - 1  # on the newline, so a header on the next line is still found
+        prev = body
+        pos = m.end()
+    return limit
 
 
 def _trie(names: list[str]) -> str:

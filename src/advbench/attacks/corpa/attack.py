@@ -230,7 +230,7 @@ def ssim_outside(original: np.ndarray, image: np.ndarray, mask: np.ndarray | Non
     if mask is not None:  # only windows wholly outside the edit (SSIM's window is 7 × 7)
         from scipy.ndimage import binary_erosion
 
-        outside = binary_erosion(outside, iterations=3, border_value=1)
+        outside = binary_erosion(outside, structure=np.ones((7, 7), bool), border_value=1)
     if not outside.any():
         return float("nan")
     _, full = structural_similarity(a, b, data_range=255.0, full=True,

@@ -1,0 +1,108 @@
+"""The ``corpa`` config in a build: phantom studies in, verified adversarial rows out, every
+planned case counted, and each row's report, image and scene saying its target."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from advbench.attacks.corpa.generators import wanted_findings
+from advbench.concepts.extract import extract
+from advbench.config import ConfigError, load_config
+from advbench.demo import write_phantoms
+from advbench.pipeline import build_release
+from tests.conftest import write_config
+
+ALL_SPLITS = ["train", "validate", "test"]
+
+
+@pytest.fixture(scope="module")
+def phantom_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpa") / "phantoms"
+    write_phantoms(root, 16, seed=5, size=128)
+    return root
+
+
+def _build(tmp_path, root, **corpa):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    top = {"attacks": [{"kind": "corpa", "splits": ALL_SPLITS, **corpa}], "shard_size": 8,
+           "workers": 1}
+    cfg = load_config(write_config(tmp_path / "b.yaml", root, tmp_path / "out", top=top,
+                                   views=["PA"]))
+    return build_release(cfg), cfg.release_dir()
+
+
+def _rows(release, config="corpa"):
+    from datasets import load_dataset
+
+    manifest = json.loads((release / "manifest.json").read_text())
+    rows = []
+    for split in manifest["configs"][config]["splits"]:
+        rows += list(load_dataset(str(release), config, split=split))
+    return manifest, rows
+
+
+def test_phantom_rows_say_their_target_in_report_image_and_scene(phantom_root, tmp_path):
+    summary, release = _build(tmp_path, phantom_root, generator={"kind": "phantom",
+                                                                 "candidates": 2})
+    manifest, rows = _rows(release)
+    counts = manifest["configs"]["corpa"]["counts"]
+    assert counts["planned"] == counts["accepted"] + counts["rejected"] + counts["failed"]
+    reasons = {r["reason"]: r["count"] for r in manifest["configs"]["corpa"]["reasons"]}
+    assert set(reasons) <= {"not_applicable", "report_not_verified"}
+    applicable = counts["planned"] - reasons.get("not_applicable", 0)
+    assert counts["accepted"] >= 0.95 * applicable and len(rows) == counts["accepted"] > 0
+    assert {r["kind"] for r in rows} == {"inner_class", "over_diagnosis", "under_diagnosis",
+                                         "normal_to_disease", "disease_to_normal"}
+    _, clean = _rows(release, "clean")
+    parents = {r["id"]: r for r in clean}
+    for row in rows:
+        parent = parents[row["parent_id"]]
+        assert row["original_report"] == parent["report"]
+        assert extract(row["report"]).concepts == row["target_concepts"]
+        assert row["achieved_concepts"] == row["target_concepts"]
+        original = np.asarray(row["original_image"])
+        np.testing.assert_array_equal(original, np.asarray(parent["image"].convert("L")))
+        image = np.asarray(row["image"])
+        if row["edit_mask"] is None:
+            np.testing.assert_array_equal(image, original)
+        else:
+            outside = np.asarray(row["edit_mask"]) == 0
+            np.testing.assert_array_equal(image[outside], original[outside])
+            assert (image != original).any()
+        assert row["ssim_outside_edit"] == pytest.approx(1.0, abs=1e-6)
+        scene = json.loads(row["scene"])
+        assert {f["kind"] for f in scene["findings"]} == wanted_findings(row["target_concepts"])
+        assert scene["anatomy"] == json.loads(parent["scene"])["anatomy"]
+        assert row["generator"] == "phantom" and row["victims"] == []
+
+
+def test_reports_only_rows_keep_the_image(phantom_root, tmp_path):
+    _, release = _build(tmp_path, phantom_root, generator={"kind": "none"},
+                        kinds={"over_diagnosis": 1, "disease_to_normal": 1})
+    _, rows = _rows(release)
+    assert rows and {r["kind"] for r in rows} <= {"over_diagnosis", "disease_to_normal"}
+    for row in rows:
+        np.testing.assert_array_equal(np.asarray(row["image"]), np.asarray(row["original_image"]))
+        assert row["edit_mask"] is None and row["scene"] is None
+        assert extract(row["report"]).concepts == row["target_concepts"]
+
+
+def test_the_same_build_gives_the_same_rows(phantom_root, tmp_path):
+    _, first = _build(tmp_path / "a", phantom_root)
+    _, second = _build(tmp_path / "b", phantom_root)
+    a = {r["id"]: (r["report"], np.asarray(r["image"]).tobytes()) for r in _rows(first)[1]}
+    b = {r["id"]: (r["report"], np.asarray(r["image"]).tobytes()) for r in _rows(second)[1]}
+    assert a == b
+
+
+def test_bad_corpa_config_names_the_key(tmp_path, phantom_root):
+    for corpa, key in (({"kinds": {"outer_class": 1}}, "kinds"),
+                       ({"generator": {"kind": "dall-e"}}, "generator"),
+                       ({"removal": "gone"}, "removal")):
+        path = write_config(tmp_path / "b.yaml", phantom_root, tmp_path / "out",
+                            top={"attacks": [{"kind": "corpa", **corpa}]})
+        with pytest.raises(ConfigError, match=key):
+            load_config(path)
