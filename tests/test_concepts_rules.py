@@ -865,6 +865,12 @@ ELSEWHERE = [
     ("Patchy opacity, ?early pneumonia.", {"opacity": "positive", "pneumonitis": "uncertain"}),
     ("Consolidation, pneumonia? Drainage is recommended.",
      {"consolidation": "positive", "pneumonitis": "uncertain"}),
+    ("Query early right basilar pneumonia; no effusion.",
+     {"pneumonitis": "uncertain", "effusion": "negative"}),
+    ("The expiratory view rules out a pneumothorax.", {"absent_lung_markings": "negative"}),
+    ("Innumerable pulmonary nodules, miliary tuberculosis versus metastatic disease.",
+     {"nodule": "positive", "irregular_parenchyma": "uncertain"}),
+    ("Pure ground-glass nodule in the right upper lobe.", {"nodule": "positive"}),
     ("CXR w/o focal consolidation. No eff.",
      {"consolidation": "negative", "effusion": "negative"}),
 ]

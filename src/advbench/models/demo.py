@@ -1,0 +1,275 @@
+"""Demo victims: small classifiers trained on chest X-ray phantoms at first use, then cached.
+
+Recipes are data (``demo_recipes.yaml``): the architecture, epochs, learning rate and, for one
+of them, PGD adversarial training. A trained model lives in the cache under the hash of its
+recipe and of the training data spec, with its held-out figures (per-label accuracy, exact-match
+accuracy, per-class AUROC). An untrained victim would make every attack figure meaningless, so
+the figures are written next to the weights and reported by the build.
+
+Training data are phantoms rendered from seeded scenes (never the demo's own studies); a
+phantom's labels are the classes of its scene's findings.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from advbench.concepts.vocabulary import CONCEPT_CLASS
+from advbench.models.victims import DISEASES
+from advbench.paths import cache_dir
+
+TRAINING_VERSION = 1  # bump when the training code changes what a recipe produces
+
+
+@cache
+def recipes() -> dict[str, Any]:
+    text = resources.files("advbench.models").joinpath("demo_recipes.yaml").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+@cache
+def finding_classes() -> dict[str, str]:
+    """Phantom finding kind → class, from the concepts each finding shows."""
+    from advbench.attacks.corpa.generators import finding_of
+
+    out: dict[str, str] = {}
+    for concept, kind in finding_of().items():
+        out.setdefault(kind, CONCEPT_CLASS[concept])
+    return out
+
+
+def scene_labels(scene) -> np.ndarray:
+    """Multi-hot over the five disease classes for a phantom scene."""
+    classes = finding_classes()
+    y = np.zeros(len(DISEASES), np.float32)
+    for f in scene.findings:
+        y[DISEASES.index(classes[f.kind])] = 1.0
+    return y
+
+
+def phantom_dataset(n: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` phantom images (uint8, n × size × size) and their labels (n × 5)."""
+    from advbench.phantoms.rendering import render
+    from advbench.phantoms.scene import sample_scene
+
+    images = np.empty((n, size, size), np.uint8)
+    labels = np.empty((n, len(DISEASES)), np.float32)
+    for i in range(n):
+        scene = sample_scene(np.random.default_rng([seed, i]))
+        images[i] = render(scene, size)
+        labels[i] = scene_labels(scene)
+    return images, labels
+
+
+# -- the architectures ----------------------------------------------------------------------
+
+def build_model(architecture: str):
+    """``cnn`` or ``timm:<name>``: one input channel, five outputs (logits)."""
+    import torch.nn as nn
+
+    if architecture == "cnn":
+        layers: list[nn.Module] = []
+        width = 1
+        for out in (16, 32, 64, 96):
+            layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            width = out
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(width, len(DISEASES)))
+    if architecture.startswith("timm:"):
+        import timm
+
+        return timm.create_model(architecture[5:], pretrained=False, in_chans=1,
+                                 num_classes=len(DISEASES))
+    raise ValueError(f"unknown demo architecture {architecture!r} (cnn or timm:<name>)")
+
+
+# -- training -------------------------------------------------------------------------------
+
+@dataclass
+class TrainedDemo:
+    name: str
+    folder: Path
+    metrics: dict[str, Any]
+
+    @property
+    def weights(self) -> Path:
+        return self.folder / "model.pt"
+
+
+def recipe_key(name: str) -> tuple[dict[str, Any], str]:
+    all_recipes = recipes()
+    if name not in all_recipes["victims"]:
+        raise KeyError(f"unknown demo victim {name!r}; known: "
+                       f"{', '.join(sorted(all_recipes['victims']))}")
+    spec = {"victim": all_recipes["victims"][name], "data": all_recipes["data"],
+            "training_version": TRAINING_VERSION}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return spec, digest
+
+
+def ensure_trained(name: str, *, log: Callable[[str], None] | None = None) -> TrainedDemo:
+    """The demo victim ``name``, trained now if its recipe has no cached model. Processes
+    that ask at once wait for the one that trains (a lock file)."""
+    spec, digest = recipe_key(name)
+    folder = cache_dir() / "models" / "demo" / f"{name}-{digest}"
+    done = folder / "metrics.json"
+    if done.is_file():
+        return TrainedDemo(name, folder, json.loads(done.read_text("utf-8")))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(folder.parent / f"{name}-{digest}.lock"):
+        if done.is_file():
+            return TrainedDemo(name, folder, json.loads(done.read_text("utf-8")))
+        if log:
+            log(f"training demo victim {name} (first use; cached in {folder})")
+        metrics = _train(name, spec, folder)
+    return TrainedDemo(name, folder, metrics)
+
+
+@contextmanager
+def _lock(path: Path):
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _data(spec: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """Training and held-out phantoms, cached once for every recipe with the same data spec."""
+    data = spec["data"]
+    key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / "models" / "demo" / f"phantom-data-{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return z["xtr"], z["ytr"], z["xte"], z["yte"]
+    xtr, ytr = phantom_dataset(data["train"], data["seed"], data["size"])
+    xte, yte = phantom_dataset(data["heldout"], data["seed"] + 1, data["size"])
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte)
+    tmp.replace(path)
+    return xtr, ytr, xte, yte
+
+
+def _train(name: str, spec: dict[str, Any], folder: Path) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    recipe = spec["victim"]
+    xtr, ytr, xte, yte = _data(spec)
+    torch.manual_seed(spec["data"]["seed"])
+    rng = np.random.default_rng(spec["data"]["seed"])
+    model = build_model(recipe["architecture"])
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=1e-4)
+    steps = recipe["epochs"] * int(np.ceil(len(xtr) / recipe["batch_size"]))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["lr"], total_steps=steps)
+    adv = recipe.get("adversarial")
+    x_all = torch.from_numpy(xtr).float().div_(255.0)[:, None]
+    y_all = torch.from_numpy(ytr)
+    for _ in range(recipe["epochs"]):
+        model.train()
+        order = rng.permutation(len(xtr))
+        for start in range(0, len(order), recipe["batch_size"]):
+            idx = torch.from_numpy(order[start:start + recipe["batch_size"]])
+            x, y = _augment(x_all[idx], rng), y_all[idx]
+            if adv:
+                half = len(x) // 2
+                x = torch.cat([x[:half], pgd(model, x[half:], y[half:], adv)])
+            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    metrics = evaluate(lambda x: torch.sigmoid(model(x)), xte, yte)
+    metrics.update({"victim": name, "architecture": recipe["architecture"],
+                    "adversarial": adv, "train_images": len(xtr), "heldout_images": len(xte)})
+    tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), tmp / "model.pt")
+    (tmp / "recipe.json").write_text(json.dumps(spec, indent=1), "utf-8")
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1), "utf-8")
+    tmp.replace(folder)
+    return metrics
+
+
+def _augment(x, rng: np.random.Generator):
+    """Small shifts and exposure changes: the victims should not key on exact pixels."""
+    import torch
+
+    dx, dy = (int(v) for v in rng.integers(-4, 5, size=2))
+    x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    gain = float(rng.uniform(0.9, 1.1))
+    return (x * gain).clamp_(0.0, 1.0)
+
+
+def pgd(model, x, y, adv: dict[str, float]):
+    """L∞ PGD on the multi-label BCE loss, from a random start (the training attack)."""
+    import torch
+    import torch.nn.functional as F
+
+    eps, alpha = adv["epsilon"], adv["step_size"]
+    was_training = model.training
+    model.eval()
+    delta = torch.empty_like(x).uniform_(-eps, eps)
+    for _ in range(int(adv["steps"])):
+        delta.requires_grad_(True)
+        loss = F.binary_cross_entropy_with_logits(model((x + delta).clamp(0, 1)), y)
+        grad, = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)
+    model.train(was_training)
+    return (x + delta).clamp(0, 1).detach()
+
+
+def evaluate(predict, images: np.ndarray, labels: np.ndarray, batch: int = 128
+             ) -> dict[str, Any]:
+    """Per-label accuracy at 0.5, exact-match accuracy and per-class AUROC on held-out
+    phantoms; ``predict`` maps a float batch N × 1 × H × W to probabilities N × 5."""
+    import torch
+
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = torch.from_numpy(images[start:start + batch]).float().div_(255.0)[:, None]
+            scores.append(predict(x).float().cpu().numpy())
+    s = np.concatenate(scores)
+    pred = s >= 0.5
+    auroc = {c: auroc_of(labels[:, i], s[:, i]) for i, c in enumerate(DISEASES)}
+    known = [v for v in auroc.values() if v is not None]
+    return {
+        "label_accuracy": float((pred == labels.astype(bool)).mean()),
+        "exact_match": float((pred == labels.astype(bool)).all(axis=1).mean()),
+        "auroc": auroc,
+        "mean_auroc": float(np.mean(known)) if known else None,
+    }
+
+
+def auroc_of(y: np.ndarray, s: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann–Whitney, ties counted half); None with one class."""
+    pos, neg = s[y > 0.5], s[y <= 0.5]
+    if not len(pos) or not len(neg):
+        return None
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order), float)
+    ranks[order] = np.arange(1, len(order) + 1)
+    allv = np.concatenate([pos, neg])
+    # average ranks over ties
+    _, inverse, counts = np.unique(allv, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    ranks = (sums / counts)[inverse]
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2)
+                 / (len(pos) * len(neg)))
