@@ -13,9 +13,14 @@ from typing import Any, NamedTuple
 
 _TEXT = re.compile(r"\S")
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
-# any "Name:" at a line start ("Lungs:", "Mediastinum/hila:", "Report:"): it ends a dropped
-# section's paragraph in a report without FINDINGS or IMPRESSION (organ-by-organ templates)
-_LINE_HEADER = re.compile(r"\n[ \t]*[A-Za-z][A-Za-z0-9 /&()'-]{0,40}:")
+# any "Name:" at a line start ("Lungs:", "Mediastinum/hila:", "Report:"), or a "Name." /
+# "Name -" line alone ("Findings.", "Opinion -"): it ends a dropped section's paragraph in a
+# report without FINDINGS or IMPRESSION (organ-by-organ templates, other languages' layouts)
+_LINE_HEADER = re.compile(
+    r"\n[ \t]*(?:[A-Za-z][A-Za-z0-9 /&()'-]{0,40}:"
+    r"|(?i:(?:imaging )?(?:findings?|impressions?|conclusions?|opinion|results?|assessment|"
+    r"report|description|summary|comment|diagnosis|befund|beurteilung|hallazgos|conclusi[oó]n|"
+    r"impresi[oó]n|verslag|conclusie|bevindingen))[ \t]*[.:\u2013-][ \t]*(?=\r?\n|$))")
 
 
 class Section(NamedTuple):
