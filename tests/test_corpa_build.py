@@ -106,3 +106,36 @@ def test_bad_corpa_config_names_the_key(tmp_path, phantom_root):
                             top={"attacks": [{"kind": "corpa", **corpa}]})
         with pytest.raises(ConfigError, match=key):
             load_config(path)
+
+
+def test_victims_are_queried_as_black_boxes_and_summarised(phantom_root, tmp_path):
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    torch.jit.save(torch.jit.script(net), tmp_path / "victim.ts")
+    victim = {"kind": "torchscript", "name": "tiny", "file": str(tmp_path / "victim.ts"),
+              "labels": ["Cardiomegaly", "Effusion", "Pneumothorax"], "input_size": 32,
+              "device": "cpu"}
+    summary, release = _build(tmp_path, phantom_root, victims=[victim], queries=2,
+                              generator={"kind": "phantom", "candidates": 2})
+    _, rows = _rows(release)
+    assert rows
+    from advbench.models.victims import VICTIMS, load_victim
+
+    tiny = load_victim(VICTIMS.get("torchscript").Config(**victim))
+    for row in rows:
+        (v,) = row["victims"]
+        assert v["name"] == "tiny" and 1 <= v["queries"] <= 2
+        assert set(v["clean_labels"]) | set(v["adversarial_labels"]) <= {
+            "healthy", "cardiomegaly", "pleural_effusion", "pneumothorax"}
+        fooled = sorted(v["adversarial_labels"]) != sorted(row["target_labels"])
+        assert v["success"] == fooled
+        if not v["success"]:  # the budget was spent: both candidates were tried
+            assert v["queries"] == 2
+        # the clean answer is the victim's own answer on the original image
+        assert tiny.predict([np.asarray(row["original_image"])])[0] == v["clean_labels"]
+    titles = [t.title for t in summary.configs["corpa"].tables]
+    assert "victims (black box)" in titles
+    table = next(t for t in summary.configs["corpa"].tables if t.title == "victims (black box)")
+    assert table.rows[0][0] == "tiny" and table.rows[0][3] == len(rows)

@@ -275,54 +275,79 @@ class TorchscriptVictim(Victim):
 
 class XrvConfig(VictimConfig):
     kind: Literal["torchxrayvision"] = "torchxrayvision"
-    architecture: Literal["densenet", "resnet"] = "densenet"
+    architecture: Literal["densenet", "resnet50", "resnet101"] = "densenet"
+    weights: str | None = Field(
+        default=None, description="A torchxrayvision weights name (e.g. densenet121-res224-all): "
+        "its labels and input size; the file itself comes from weights_file (no download).")
     weights_file: Path | None = Field(
         default=None, description="A local state_dict of the model (None: random weights, "
         "for tests only).")
-    input_size: int = 224
+    labels: list[str] | None = Field(default=None, description="Output names (default: those "
+                                     "of `weights`, else torchxrayvision's 18 pathologies).")
+    input_size: int | None = None
 
 
 @VICTIMS.register("torchxrayvision")
 class XrvVictim(Victim):
     """torchxrayvision's models take one channel scaled to [-1024, 1024] at 224 (DenseNet) or
-    512 (ResNet); their outputs are already probabilities (sigmoid inside), so ``logits``
-    gives back their logit."""
+    512 (ResNet). The model is built here with the labels of its weights and loaded from a
+    local file: nothing is downloaded."""
 
     kind = "torchxrayvision"
     Config = XrvConfig
 
     def load(self):
+        import torch.nn as nn
         import torchxrayvision as xrv
 
         c = self.config
-        model = (xrv.models.DenseNet(weights=None) if c.architecture == "densenet"
-                 else xrv.models.ResNet(weights=None))
-        model.op_threshs = None  # raw sigmoid outputs, not the calibrated ones
+        info = None
+        if c.weights is not None:
+            info = xrv.models.model_urls.get(c.weights)
+            if info is None:
+                raise ValueError(f"unknown torchxrayvision weights {c.weights!r}; known: "
+                                 f"{', '.join(sorted(xrv.models.model_urls))}")
+        labels = list(c.labels or (info["labels"] if info else
+                                   xrv.datasets.default_pathologies))
+        self._size = c.input_size or int((info or {}).get(
+            "input_resolution", 224 if c.architecture == "densenet" else 512))
+        if c.architecture == "densenet":
+            model = xrv.models.DenseNet(weights=None, num_classes=len(labels),
+                                        apply_sigmoid=False)
+            model.targets = model.pathologies = labels
+        else:
+            import torchvision
+
+            net = getattr(torchvision.models, c.architecture)(num_classes=len(labels),
+                                                             weights=None)
+            net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            model = nn.Module()
+            model.model = net  # the key prefix of torchxrayvision's ResNet state dicts
+            model.forward = net.forward
         if c.weights_file is not None:
-            model.load_state_dict(_state_dict(c.weights_file), strict=False)
-        self._names = [p for p in model.pathologies]
+            state = _state_dict(c.weights_file)
+            if c.architecture != "densenet" and not any(k.startswith("model.") for k in state):
+                state = {f"model.{k}": v for k, v in state.items()}
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if missing:
+                raise ValueError(f"{c.weights_file}: {len(missing)} weights missing for a "
+                                 f"{c.architecture} with {len(labels)} outputs "
+                                 f"(e.g. {missing[0]})")
+        self._names = labels
         return model
 
     def labels_of_model(self) -> list[str]:
-        return [p for p in self._names if p]
+        return list(self._names)
 
     def preprocess(self, batch):
         import torch.nn.functional as F
 
-        size = self.config.input_size
+        size = self._size
         x = batch
         if x.shape[-1] != size or x.shape[-2] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                               antialias=True)
         return x * 2048.0 - 1024.0
-
-    def logits(self, batch):
-        import torch
-
-        p = self.model(self.preprocess(batch)).clamp(1e-6, 1 - 1e-6)
-        keep = [i for i, n in enumerate(self._names) if n]
-        p = p[:, keep]
-        return torch.log(p) - torch.log1p(-p)
 
 
 class DemoConfig(VictimConfig):

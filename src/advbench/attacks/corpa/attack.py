@@ -23,6 +23,7 @@ from advbench.attacks.corpa.reports import ReportWriter
 from advbench.attacks.corpa.sentences import SentenceBank
 from advbench.concepts.vocabulary import CLASSES, CONCEPTS
 from advbench.images import decode_pixels
+from advbench.models.victims import VICTIMS, Victim, load_victim
 from advbench.records import Outcome, Sample
 from advbench.release.configs import RELEASE_CONFIGS, SummaryTable
 from advbench.release.derived import DerivedConfig
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 
 GeneratorSpec = Annotated[
     Union[tuple(cls.Config for _, cls in GENERATORS)],  # noqa: UP007 (built from the registry)
+    Field(discriminator="kind"),
+]
+VictimSpec = Annotated[
+    Union[tuple(cls.Config for _, cls in VICTIMS)],  # noqa: UP007 (built from the registry)
     Field(discriminator="kind"),
 ]
 
@@ -50,6 +55,18 @@ class CorpaConfig(AttackConfig):
         default="negative", description="Target state of a removed concept.")
     generator: GeneratorSpec = Field(default_factory=lambda: GENERATORS.get("phantom").Config(),
                                      description="How the image is made.")
+    victims: list[VictimSpec] = Field(
+        default_factory=list, description="Classifiers queried as black boxes (none: no query).")
+    queries: int = Field(default=3, ge=1, le=64,
+                         description="Query budget per victim and case: candidates tried.")
+
+    @field_validator("victims")
+    @classmethod
+    def _distinct_victims(cls, v: list) -> list:
+        names = [s.display_name() for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"victim names must be distinct: {names}")
+        return v
 
     @field_validator("kinds")
     @classmethod
@@ -120,9 +137,38 @@ class CorpaRelease(DerivedConfig):
     def summary(self, con: duckdb.DuckDBPyConnection, rows: str) -> list[SummaryTable]:
         kinds = con.sql(f"SELECT kind, count(*), round(avg(ssim_outside_edit), 4) FROM {rows} "
                         "GROUP BY 1 ORDER BY 1").fetchall()
-        return [SummaryTable("adversarial cases per kind",
-                             ["kind", "cases", "mean SSIM outside the edit"],
-                             [list(k) for k in kinds])]
+        tables = [SummaryTable("adversarial cases per kind",
+                               ["kind", "cases", "mean SSIM outside the edit"],
+                               [list(k) for k in kinds])]
+        queried = (f"(SELECT parent_id, kind, source_labels, target_labels, "
+                   f"unnest(victims) AS v FROM {rows})")
+        victims = con.sql(f"""
+            SELECT v.name,
+                   count(DISTINCT parent_id),
+                   round(avg(CASE WHEN list_sort(v.clean_labels) = list_sort(source_labels)
+                                  THEN 1.0 ELSE 0.0 END), 3),
+                   count(*),
+                   round(avg(CASE WHEN list_sort(v.adversarial_labels) = list_sort(target_labels)
+                                  THEN 1.0 ELSE 0.0 END), 3),
+                   round(avg(CASE WHEN v.success THEN 1.0 ELSE 0.0 END), 3),
+                   round(avg(v.queries), 2)
+            FROM {queried} GROUP BY 1 ORDER BY 1""").fetchall()
+        if victims:
+            tables.append(SummaryTable(
+                "victims (black box)",
+                ["victim", "clean studies", "clean accuracy", "CoRPA cases",
+                 "accuracy on CoRPA (target labels)", "success rate", "mean queries"],
+                [list(r) for r in victims]))
+            per_kind = con.sql(f"""
+                SELECT v.name, kind,
+                       round(avg(CASE WHEN list_sort(v.adversarial_labels)
+                                           = list_sort(target_labels)
+                                      THEN 1.0 ELSE 0.0 END), 3), count(*)
+                FROM {queried} GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
+            tables.append(SummaryTable("victim accuracy on CoRPA cases per kind",
+                                       ["victim", "kind", "accuracy", "cases"],
+                                       [list(r) for r in per_kind]))
+        return tables
 
 
 @ATTACKS.register("corpa")
@@ -162,25 +208,31 @@ class Corpa(Attack):
                 seen.add(case.parent_id)
                 bank.add_report(case.study.study.report)
         writer = ReportWriter(extractor, bank)
+        victims = [cache.get(("victim", spec.model_dump_json()), lambda s=spec: load_victim(s))
+                   for spec in self.config.victims]
         for case in cases:
             skip: Skip | None = case.target.get("skip")
             if skip is not None:
                 yield self.reject(case, "plan", "not_applicable", f"{case.id}: {skip.reason}")
                 continue
-            yield self._make(case, case.target["perturbation"], writer)
+            yield self._make(case, case.target["perturbation"], writer, victims)
 
-    def _make(self, case: Case, p: Perturbation, writer: ReportWriter) -> Sample | Outcome:
+    def _make(self, case: Case, p: Perturbation, writer: ReportWriter,
+              victims: list[Victim]) -> Sample | Outcome:
         study = case.study.study
         written = writer.write(study.report, p)
         if written.status != "verified":
             return self.reject(case, "report", "report_not_verified",
                                f"{case.id}: {written.reason}")
         seed = _case_seed(self.seed, case.id)
+        candidates = _Lazy(self.generator.candidates(study, p, written.report, seed))
         try:
-            candidate = next(iter(self.generator.candidates(study, p, written.report, seed)))
-        except (ValueError, StopIteration) as exc:
+            candidate = candidates[0]
+        except (ValueError, IndexError) as exc:
             return self.reject(case, "image", "no_image", f"{case.id}: {exc}")
         original = decode_pixels(study.image_bytes)
+        queried = [query_victim(v, original, candidates, p.positive_labels, self.config.queries)
+                   for v in victims]
         return Sample(
             id=case.id, parent_id=case.parent_id, config=self.config_name, kind=case.kind,
             split=study.split, modality=study.modality, body_part=study.body_part,
@@ -200,10 +252,47 @@ class Corpa(Attack):
                 "image_check": None,
                 "ssim_outside_edit": ssim_outside(original, candidate.pixels, candidate.mask),
                 "scene": None if candidate.scene is None else json.dumps(candidate.scene),
-                "victims": [],
+                "victims": queried,
                 "seed": seed,
             },
         )
+
+
+class _Lazy:
+    """The candidates of a generator, made only as far as they are asked for."""
+
+    def __init__(self, made):
+        self._it, self._done = iter(made), []
+
+    def __getitem__(self, i: int):
+        while len(self._done) <= i:
+            try:
+                self._done.append(next(self._it))
+            except StopIteration:
+                raise IndexError(i) from None
+        return self._done[i]
+
+
+def query_victim(victim: Victim, original: np.ndarray, candidates: _Lazy,
+                 target: list[str], budget: int) -> dict[str, Any]:
+    """The black-box loop: candidates in order until the victim's labels differ from the
+    target labels (it is fooled) or the budget ends. One query per candidate."""
+    clean = victim.predict([original])[0]
+    answer: list[str] = clean
+    queries = 0
+    success = False
+    for i in range(budget):
+        try:
+            image = candidates[i].pixels
+        except IndexError:
+            break
+        answer = victim.predict([image])[0]
+        queries += 1
+        if sorted(answer) != sorted(target or ["healthy"]):
+            success = True
+            break
+    return {"name": victim.name, "clean_labels": clean, "adversarial_labels": answer,
+            "success": success, "queries": queries}
 
 
 def _labels(labels: dict[str, str]) -> list[str]:
