@@ -139,3 +139,37 @@ def test_victims_are_queried_as_black_boxes_and_summarised(phantom_root, tmp_pat
     assert "victims (black box)" in titles
     table = next(t for t in summary.configs["corpa"].tables if t.title == "victims (black box)")
     assert table.rows[0][0] == "tiny" and table.rows[0][3] == len(rows)
+
+
+def test_the_image_check_keeps_only_candidates_that_show_the_target(phantom_root, tmp_path):
+    """A checker that sees no disease in any image passes only the cases whose target is a
+    normal study; every other case is rejected with the check's reason."""
+    import torch
+
+    class NoDisease(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 2), -10.0)
+
+    torch.jit.save(torch.jit.script(NoDisease()), tmp_path / "checker.ts")
+    checker = {"kind": "torchscript", "name": "checker", "file": str(tmp_path / "checker.ts"),
+               "labels": ["Cardiomegaly", "Effusion"], "input_size": 16, "device": "cpu"}
+    summary, release = _build(tmp_path, phantom_root,
+                              image_check={"kind": "classifier", "model": checker},
+                              generator={"kind": "phantom", "candidates": 2})
+    manifest, rows = _rows(release)
+    assert rows and {r["kind"] for r in rows} == {"disease_to_normal"}
+    for row in rows:
+        check = row["image_check"]
+        assert check["model"] == "checker" and check["passed"] is True
+        assert check["target_score"] == pytest.approx(1.0, abs=1e-3)  # healthy
+    reasons = {r["reason"] for r in manifest["configs"]["corpa"]["reasons"]}
+    assert "image_check_failed" in reasons
+
+
+def test_the_checker_must_not_be_a_victim(phantom_root, tmp_path):
+    spec = {"kind": "torchscript", "file": "m.ts", "labels": ["Effusion"]}
+    path = write_config(tmp_path / "b.yaml", phantom_root, tmp_path / "out", top={"attacks": [
+        {"kind": "corpa", "victims": [spec], "image_check": {"kind": "classifier",
+                                                             "model": spec}}]})
+    with pytest.raises(ConfigError, match="must not be one of the victims"):
+        load_config(path)

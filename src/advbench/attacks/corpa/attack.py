@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case
 from advbench.attacks.corpa.generators import GENERATORS
@@ -44,6 +44,15 @@ VictimSpec = Annotated[
 ]
 
 
+class ImageCheckConfig(BaseModel):
+    """The image check: a classifier of the victim registry (not one of the victims) whose
+    answer on a candidate must equal the target labels."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["classifier"] = "classifier"
+    model: VictimSpec
+
+
 class CorpaConfig(AttackConfig):
     kind: Literal["corpa"] = "corpa"
     kinds: dict[str, int] = Field(
@@ -55,6 +64,9 @@ class CorpaConfig(AttackConfig):
         default="negative", description="Target state of a removed concept.")
     generator: GeneratorSpec = Field(default_factory=lambda: GENERATORS.get("phantom").Config(),
                                      description="How the image is made.")
+    image_check: ImageCheckConfig | None = Field(
+        default=None, description="A model that is not a victim must find the target in a "
+        "candidate image before it is kept (none: every candidate is kept).")
     victims: list[VictimSpec] = Field(
         default_factory=list, description="Classifiers queried as black boxes (none: no query).")
     queries: int = Field(default=3, ge=1, le=64,
@@ -67,6 +79,14 @@ class CorpaConfig(AttackConfig):
         if len(set(names)) != len(names):
             raise ValueError(f"victim names must be distinct: {names}")
         return v
+
+    @model_validator(mode="after")
+    def _checker_is_not_a_victim(self) -> CorpaConfig:
+        if self.image_check is not None:
+            checker = self.image_check.model.model_dump_json()
+            if any(v.model_dump_json() == checker for v in self.victims):
+                raise ValueError("image_check.model must not be one of the victims")
+        return self
 
     @field_validator("kinds")
     @classmethod
@@ -210,26 +230,39 @@ class Corpa(Attack):
         writer = ReportWriter(extractor, bank)
         victims = [cache.get(("victim", spec.model_dump_json()), lambda s=spec: load_victim(s))
                    for spec in self.config.victims]
+        check = self.config.image_check
+        checker = None if check is None else cache.get(
+            ("victim", check.model.model_dump_json()), lambda: load_victim(check.model))
         for case in cases:
             skip: Skip | None = case.target.get("skip")
             if skip is not None:
                 yield self.reject(case, "plan", "not_applicable", f"{case.id}: {skip.reason}")
                 continue
-            yield self._make(case, case.target["perturbation"], writer, victims)
+            yield self._make(case, case.target["perturbation"], writer, victims, checker)
 
     def _make(self, case: Case, p: Perturbation, writer: ReportWriter,
-              victims: list[Victim]) -> Sample | Outcome:
+              victims: list[Victim], checker: Victim | None) -> Sample | Outcome:
         study = case.study.study
         written = writer.write(study.report, p)
         if written.status != "verified":
             return self.reject(case, "report", "report_not_verified",
                                f"{case.id}: {written.reason}")
         seed = _case_seed(self.seed, case.id)
-        candidates = _Lazy(self.generator.candidates(study, p, written.report, seed))
+        made = self.generator.candidates(study, p, written.report, seed)
+        checks: list[dict[str, Any]] = []
+        if checker is not None:
+            made = _checked(made, checker, p, checks)
+        candidates = _Lazy(made)
         try:
             candidate = candidates[0]
-        except (ValueError, IndexError) as exc:
+        except ValueError as exc:
             return self.reject(case, "image", "no_image", f"{case.id}: {exc}")
+        except IndexError:
+            reason = "no candidate" if not checks else (
+                f"the image check ({checks[-1]['model']}) passed none of {len(checks)} "
+                f"candidates (last: target score {checks[-1]['target_score']:.2f})")
+            return self.reject(case, "image", "image_check_failed", f"{case.id}: {reason}")
+        image_check = candidate.settings.pop("image_check", None)
         original = decode_pixels(study.image_bytes)
         queried = [query_victim(v, original, candidates, p.positive_labels, self.config.queries)
                    for v in victims]
@@ -249,7 +282,7 @@ class Corpa(Attack):
                 "target_labels": p.positive_labels,
                 "generator": self.generator.kind,
                 "generator_settings": json.dumps(candidate.settings, sort_keys=True),
-                "image_check": None,
+                "image_check": image_check,
                 "ssim_outside_edit": ssim_outside(original, candidate.pixels, candidate.mask),
                 "scene": None if candidate.scene is None else json.dumps(candidate.scene),
                 "victims": queried,
@@ -271,6 +304,34 @@ class _Lazy:
             except StopIteration:
                 raise IndexError(i) from None
         return self._done[i]
+
+
+def _checked(made, checker: Victim, p: Perturbation, log: list[dict[str, Any]]):
+    """The candidates the checker finds the target in, each with its verdict recorded."""
+    target = sorted(p.positive_labels or ["healthy"])
+    columns = {c: i for i, c in enumerate(CLASSES)}
+    removed = [c for c in CLASSES if c not in target and c in _source_classes(p)]
+    for candidate in made:
+        scores = checker.scores([candidate.pixels])[0]
+        answer = sorted(checker.predict([candidate.pixels])[0])
+        verdict = {
+            "model": checker.name,
+            "target_score": float(np.mean([scores[columns[c]] for c in target])),
+            "source_score": float(np.mean([scores[columns[c]] for c in removed]))
+            if removed else None,
+            "passed": answer == target,
+        }
+        log.append(verdict)
+        if verdict["passed"]:
+            candidate.settings["image_check"] = verdict
+            yield candidate
+
+
+def _source_classes(p: Perturbation) -> list[str]:
+    from advbench.concepts.extract import derive_labels
+
+    labels = derive_labels(p.source_concepts)
+    return [c for c in CLASSES if labels[c] in ("positive", "uncertain")]
 
 
 def query_victim(victim: Victim, original: np.ndarray, candidates: _Lazy,
