@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,14 +22,8 @@ from advbench.workers import RUNNERS, default_workers
 
 SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 
-SourceSpec = Annotated[
-    Union[tuple(cls.Config for _, cls in SOURCES)],  # noqa: UP007 (built from the registry)
-    Field(discriminator="kind"),
-]
-AttackSpec = Annotated[
-    Union[tuple(cls.Config for _, cls in ATTACKS)],  # noqa: UP007 (built from the registry)
-    Field(discriminator="kind"),
-]
+SourceSpec = SOURCES.config_spec()
+AttackSpec = ATTACKS.config_spec()
 
 
 class BuildConfig(BaseModel):

@@ -7,7 +7,7 @@ decorator, and configs refer to it by that name.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -43,3 +43,13 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[tuple[str, T]]:
         return iter(sorted(self._entries.items()))
+
+    def config_spec(self) -> Any:
+        """The pydantic type of a config block naming one entry by ``kind``: the union of the
+        entries' ``Config`` classes, told apart by their ``kind``."""
+        from typing import Annotated, Union
+
+        from pydantic import Field
+
+        configs = tuple(entry.Config for _, entry in self)  # type: ignore[attr-defined]
+        return Annotated[Union[configs], Field(discriminator="kind")]  # noqa: UP007

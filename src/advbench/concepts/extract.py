@@ -11,7 +11,7 @@ tokens too): most sentences of a corpus are looked up, not scanned.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -652,21 +652,27 @@ class ConceptExtractor:
         low = _lower(text)
         out: list[tuple[str, int, int]] = []
         for name, start, end, _ in self._sections.kept_spans(text, low):
-            marks = self._sentences_in(low, start, end) if self._sentence_cache else ()
-            a = start
-            for mark in chain(marks, (None,)):
-                if mark is None:
-                    b = end
-                elif mark.lastindex:  # a mark inside a phrase ("e.g.")
-                    continue
-                else:
-                    b = mark.end()
+            for a, b in self._cuts(low, start, end):
                 piece = text[a:b]
                 if piece.strip():
                     out.append((name, a + len(piece) - len(piece.lstrip()),
                                 a + len(piece.rstrip())))
-                a = b
         return out
+
+    def _cuts(self, low: str, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The pieces [a, b) the cheap sentence cut makes of [start, end) (the whole span
+        when the lexicon has no cheap cut)."""
+        marks = self._sentences_in(low, start, end) if self._sentence_cache else ()
+        a = start
+        for mark in chain(marks, (None,)):
+            if mark is None:
+                b = end
+            elif mark.lastindex:  # a mark inside a phrase ("e.g.")
+                continue
+            else:
+                b = mark.end()
+            yield a, b
+            a = b
 
     def extract(self, text: str) -> ConceptResult:
         """Concept states, class labels and mentions of one report."""
@@ -746,19 +752,10 @@ class ConceptExtractor:
         """
         cache = self._sentences
         keep = self._sentence_cache
-        ends = self._sentences_in(low, start, end) if keep else ()
         parts = []
-        a = start
-        for mark in chain(ends, (None,)):
-            if mark is None:
-                b = end
-            elif mark.lastindex:  # a mark inside a phrase ("e.g.")
-                continue
-            else:
-                b = mark.end()
+        for a, b in self._cuts(low, start, end):
             key = text[a:b].lstrip()  # the same sentence, whatever wrap or space before it
             if not key:
-                a = b
                 continue
             a = b - len(key)
             records = cache.get(key) if keep else None
@@ -775,7 +772,6 @@ class ConceptExtractor:
                     cache[key] = records
             if records:
                 parts.append((a - start, records))
-            a = b
         return tuple(parts)
 
     def _lookup(self, scan: str, m: re.Match[str], endpos: int) -> tuple[int, _Entry, int]:

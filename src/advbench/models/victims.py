@@ -218,8 +218,20 @@ def _state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
+class _ListedLabels(Victim):
+    """A model whose output names are given in the config, preprocessed by ``self._pre``."""
+
+    _pre: _ResizeNormalize
+
+    def labels_of_model(self) -> list[str]:
+        return list(self.config.labels)
+
+    def preprocess(self, batch):
+        return self._pre(batch)
+
+
 @VICTIMS.register("timm")
-class TimmVictim(Victim):
+class TimmVictim(_ListedLabels):
     kind = "timm"
     Config = TimmConfig
 
@@ -233,12 +245,6 @@ class TimmVictim(Victim):
         self._pre = _ResizeNormalize(c.input_size, c.mean, c.std, c.in_chans)
         return model
 
-    def labels_of_model(self) -> list[str]:
-        return list(self.config.labels)
-
-    def preprocess(self, batch):
-        return self._pre(batch)
-
 
 class TorchscriptConfig(VictimConfig):
     kind: Literal["torchscript"] = "torchscript"
@@ -251,7 +257,7 @@ class TorchscriptConfig(VictimConfig):
 
 
 @VICTIMS.register("torchscript")
-class TorchscriptVictim(Victim):
+class TorchscriptVictim(_ListedLabels):
     kind = "torchscript"
     Config = TorchscriptConfig
 
@@ -265,12 +271,6 @@ class TorchscriptVictim(Victim):
                                      else c.mean, c.std * c.in_chans if len(c.std) == 1
                                      else c.std, c.in_chans)
         return torch.jit.load(str(c.file), map_location="cpu")
-
-    def labels_of_model(self) -> list[str]:
-        return list(self.config.labels)
-
-    def preprocess(self, batch):
-        return self._pre(batch)
 
 
 class XrvConfig(VictimConfig):

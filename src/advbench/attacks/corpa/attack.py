@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -34,14 +34,8 @@ if TYPE_CHECKING:
     from advbench.release.clean import AcceptedStudy
     from advbench.workers import WorkerCache
 
-GeneratorSpec = Annotated[
-    Union[tuple(cls.Config for _, cls in GENERATORS)],  # noqa: UP007 (built from the registry)
-    Field(discriminator="kind"),
-]
-VictimSpec = Annotated[
-    Union[tuple(cls.Config for _, cls in VICTIMS)],  # noqa: UP007 (built from the registry)
-    Field(discriminator="kind"),
-]
+GeneratorSpec = GENERATORS.config_spec()
+VictimSpec = VICTIMS.config_spec()
 
 
 class ImageCheckConfig(BaseModel):
