@@ -118,7 +118,8 @@ def test_victims_are_queried_as_black_boxes_and_summarised(phantom_root, tmp_pat
               "labels": ["Cardiomegaly", "Effusion", "Pneumothorax"], "input_size": 32,
               "device": "cpu"}
     summary, release = _build(tmp_path, phantom_root, victims=[victim], queries=2,
-                              generator={"kind": "phantom", "candidates": 2})
+                              generator={"kind": "phantom", "candidates": 2},
+                              pgd={"epsilons": [4 / 255, 8 / 255], "steps": 3})
     _, rows = _rows(release)
     assert rows
     from advbench.models.victims import VICTIMS, load_victim
@@ -135,10 +136,54 @@ def test_victims_are_queried_as_black_boxes_and_summarised(phantom_root, tmp_pat
             assert v["queries"] == 2
         # the clean answer is the victim's own answer on the original image
         assert tiny.predict([np.asarray(row["original_image"])])[0] == v["clean_labels"]
+        assert [round(e["epsilon"] * 255) for e in v["pgd"]] == [4, 8]
+        assert all(set(e["labels"]) <= {"healthy", "cardiomegaly", "pleural_effusion",
+                                        "pneumothorax"} for e in v["pgd"])
     titles = [t.title for t in summary.configs["corpa"].tables]
     assert "victims (black box)" in titles
     table = next(t for t in summary.configs["corpa"].tables if t.title == "victims (black box)")
     assert table.rows[0][0] == "tiny" and table.rows[0][3] == len(rows)
+    pgd = next(t for t in summary.configs["corpa"].tables if "PGD" in t.title)
+    assert [r[1] for r in pgd.rows] == [4.0, 8.0]
+    assert all(r[3] == table.rows[0][1] for r in pgd.rows)  # the same clean studies
+
+
+def test_pgd_raises_the_multilabel_loss_within_its_budget():
+    """ART's PGD, through the victim wrapper, moves the image within ε and raises the loss
+    of the true labels (a victim with a known gradient: the mean pixel drives 'effusion')."""
+    import torch
+
+    from advbench.attacks.corpa.pgd import PgdConfig
+    from advbench.models.victims import VICTIMS, Victim, to_batch
+
+    class Mean(torch.nn.Module):
+        def forward(self, x):
+            return (x.mean(dim=(1, 2, 3)) * 20 - 10)[:, None]
+
+    class MeanVictim(Victim):
+        kind = "mean-test"
+        Config = VICTIMS.get("torchscript").Config
+
+        def load(self):
+            return Mean()
+
+        def labels_of_model(self):
+            return ["Effusion"]
+
+        def preprocess(self, batch):
+            return batch
+
+    v = MeanVictim(MeanVictim.Config(kind="torchscript", file="unused.ts", labels=["Effusion"]))
+    image = np.full((16, 16), 140, np.uint8)  # mean 0.55 → effusion score sigmoid(1) = 0.73
+    assert v.predict([image])[0] == ["pleural_effusion"]
+    from advbench.attacks.corpa.pgd import pgd_answers
+
+    (small, large) = pgd_answers(v, image, ["pleural_effusion"],
+                                 PgdConfig(epsilons=[1 / 255, 16 / 255], steps=5))
+    assert small["labels"] == ["pleural_effusion"]  # 1/255 cannot bring 0.55 under 0.5
+    assert large["labels"] == ["healthy"]  # 16/255 can: the attack lowered the true label
+    before = v.class_scores(to_batch([image]))[0, 2].item()
+    assert before > 0.5
 
 
 def test_the_image_check_keeps_only_candidates_that_show_the_target(phantom_root, tmp_path):

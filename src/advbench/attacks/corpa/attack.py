@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case
 from advbench.attacks.corpa.generators import GENERATORS
+from advbench.attacks.corpa.pgd import PgdConfig, pgd_answers
 from advbench.attacks.corpa.planner import KINDS, Perturbation, Planner, Skip
 from advbench.attacks.corpa.reports import ReportWriter
 from advbench.attacks.corpa.sentences import SentenceBank
@@ -65,6 +66,9 @@ class CorpaConfig(AttackConfig):
         default_factory=list, description="Classifiers queried as black boxes (none: no query).")
     queries: int = Field(default=3, ge=1, le=64,
                          description="Query budget per victim and case: candidates tried.")
+    pgd: PgdConfig | None = Field(
+        default=None, description="White-box L∞ PGD baseline on each victim, on the same clean "
+        "studies (none: no baseline).")
 
     @field_validator("victims")
     @classmethod
@@ -126,7 +130,9 @@ class CorpaRelease(DerivedConfig):
             "scene": Value("string"),
             "victims": List({"name": Value("string"), "clean_labels": List(Value("string")),
                              "adversarial_labels": List(Value("string")),
-                             "success": Value("bool"), "queries": Value("int32")}),
+                             "success": Value("bool"), "queries": Value("int32"),
+                             "pgd": List({"epsilon": Value("float32"),
+                                          "labels": List(Value("string"))})}),
             "seed": Value("int64"),
         }
 
@@ -182,6 +188,18 @@ class CorpaRelease(DerivedConfig):
             tables.append(SummaryTable("victim accuracy on CoRPA cases per kind",
                                        ["victim", "kind", "accuracy", "cases"],
                                        [list(r) for r in per_kind]))
+            studies = (f"(SELECT DISTINCT parent_id, v.name AS name, source_labels, "
+                       f"unnest(v.pgd) AS p FROM {queried})")
+            pgd = con.sql(f"""
+                SELECT name, round(p.epsilon * 255, 1),
+                       round(avg(CASE WHEN list_sort(p.labels) = list_sort(source_labels)
+                                      THEN 1.0 ELSE 0.0 END), 3), count(*)
+                FROM {studies} GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
+            if pgd:
+                tables.append(SummaryTable(
+                    "victim accuracy under white-box PGD (same clean studies)",
+                    ["victim", "epsilon (/255)", "accuracy", "studies"],
+                    [list(r) for r in pgd]))
         return tables
 
 
@@ -227,15 +245,17 @@ class Corpa(Attack):
         check = self.config.image_check
         checker = None if check is None else cache.get(
             ("victim", check.model.model_dump_json()), lambda: load_victim(check.model))
+        clean: dict[tuple[str, str], dict[str, Any]] = {}  # (victim, study) → answers
         for case in cases:
             skip: Skip | None = case.target.get("skip")
             if skip is not None:
                 yield self.reject(case, "plan", "not_applicable", f"{case.id}: {skip.reason}")
                 continue
-            yield self._make(case, case.target["perturbation"], writer, victims, checker)
+            yield self._make(case, case.target["perturbation"], writer, victims, checker, clean)
 
     def _make(self, case: Case, p: Perturbation, writer: ReportWriter,
-              victims: list[Victim], checker: Victim | None) -> Sample | Outcome:
+              victims: list[Victim], checker: Victim | None,
+              clean: dict[tuple[str, str], dict[str, Any]]) -> Sample | Outcome:
         study = case.study.study
         written = writer.write(study.report, p)
         if written.status != "verified":
@@ -258,8 +278,16 @@ class Corpa(Attack):
             return self.reject(case, "image", "image_check_failed", f"{case.id}: {reason}")
         image_check = candidate.settings.pop("image_check", None)
         original = decode_pixels(study.image_bytes)
-        queried = [query_victim(v, original, candidates, p.positive_labels, self.config.queries)
-                   for v in victims]
+        source = _labels(case.study.concepts.labels)
+        queried = []
+        for v in victims:
+            key = (v.name, case.parent_id)
+            if key not in clean:  # once per study and victim, whatever its cases
+                clean[key] = {"clean_labels": v.predict([original])[0], "pgd": (
+                    [] if self.config.pgd is None
+                    else pgd_answers(v, original, source, self.config.pgd))}
+            queried.append(query_victim(v, clean[key], candidates, p.positive_labels,
+                                        self.config.queries))
         return Sample(
             id=case.id, parent_id=case.parent_id, config=self.config_name, kind=case.kind,
             split=study.split, modality=study.modality, body_part=study.body_part,
@@ -272,7 +300,7 @@ class Corpa(Attack):
                 "source_concepts": dict(p.source_concepts),
                 "target_concepts": dict(p.target_concepts),
                 "achieved_concepts": dict(written.achieved),
-                "source_labels": _labels(case.study.concepts.labels),
+                "source_labels": source,
                 "target_labels": p.positive_labels,
                 "generator": self.generator.kind,
                 "generator_settings": json.dumps(candidate.settings, sort_keys=True),
@@ -328,12 +356,12 @@ def _source_classes(p: Perturbation) -> list[str]:
     return [c for c in CLASSES if labels[c] in ("positive", "uncertain")]
 
 
-def query_victim(victim: Victim, original: np.ndarray, candidates: _Lazy,
+def query_victim(victim: Victim, clean: dict[str, Any], candidates: _Lazy,
                  target: list[str], budget: int) -> dict[str, Any]:
     """The black-box loop: candidates in order until the victim's labels differ from the
-    target labels (it is fooled) or the budget ends. One query per candidate."""
-    clean = victim.predict([original])[0]
-    answer: list[str] = clean
+    target labels (it is fooled) or the budget ends. One query per candidate. ``clean``
+    holds the victim's answers on the original image (and under PGD)."""
+    answer: list[str] = clean["clean_labels"]
     queries = 0
     success = False
     for i in range(budget):
@@ -346,8 +374,9 @@ def query_victim(victim: Victim, original: np.ndarray, candidates: _Lazy,
         if sorted(answer) != sorted(target or ["healthy"]):
             success = True
             break
-    return {"name": victim.name, "clean_labels": clean, "adversarial_labels": answer,
-            "success": success, "queries": queries}
+    return {"name": victim.name, "clean_labels": clean["clean_labels"],
+            "adversarial_labels": answer, "success": success, "queries": queries,
+            "pgd": clean["pgd"]}
 
 
 def _labels(labels: dict[str, str]) -> list[str]:
