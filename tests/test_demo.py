@@ -28,7 +28,7 @@ def test_demo_release_through_the_flow_loads(prefect_harness, phantom_root, tmp_
 
     from flows.build import build_flow
 
-    cfg = demo_config(phantom_root, tmp_path / "releases")
+    cfg = demo_config(phantom_root, tmp_path / "releases", models=False)  # no demo training
     summary = build_flow(cfg)
     assert summary.counts["inputs"] == 32  # 16 PA + 16 lateral images
     assert summary.counts["accepted"] == 16
@@ -54,7 +54,7 @@ def test_demo_release_through_the_flow_loads(prefect_harness, phantom_root, tmp_
 def test_phantom_source_makes_the_same_studies_as_the_layout(phantom_root):
     from advbench.sources.base import SOURCES  # noqa: F401
 
-    mimic = make_source(demo_config(phantom_root, phantom_root.parent / "r"), 0)
+    mimic = make_source(demo_config(phantom_root, phantom_root.parent / "r", models=False), 0)
     cfg = parse_config({"name": "p", "version": "1.0.0", "seed": 3, "output": "o",
                         "sources": [{"kind": "phantom-cxr", "studies": 16, "size": 128}]})
     phantom = make_source(cfg, 0)

@@ -115,3 +115,25 @@ def test_demo_architectures_and_scene_labels_fit_the_classes():
     perfect = evaluate(lambda x: torch.tensor(np.repeat(y[None], len(x), 0)),
                        np.zeros((4, 8, 8), np.uint8), np.repeat(y[None], 4, 0))
     assert perfect["label_accuracy"] == 1.0 and perfect["exact_match"] == 1.0
+
+
+def test_youden_thresholds_separate_scores_that_0_5_would_not():
+    """A model whose positives score 0.3 and negatives 0.1: at 0.5 it finds nothing; the
+    threshold chosen on held-out images finds every positive."""
+    from advbench.models.demo import youden_thresholds
+
+    labels = np.zeros((40, len(DISEASES)), np.float32)
+    labels[:20, 2] = 1.0  # pleural_effusion in half of them
+    images = (labels[:, 2] * 10).astype(np.uint8)[:, None, None] * np.ones((1, 4, 4), np.uint8)
+
+    def predict(x):
+        mean = x.mean(dim=(1, 2, 3))
+        return (0.1 + 5 * mean)[:, None].repeat(1, len(DISEASES))
+
+    th = youden_thresholds(predict, images, labels)
+    assert 0.1 < th["pleural_effusion"] <= 0.3
+    scores = predict(torch.from_numpy(images).float().div(255)[:, None]).numpy()
+    six = np.concatenate([1 - scores.max(axis=1, keepdims=True), scores], axis=1)
+    found = labels_from_scores(six, th)
+    assert all("pleural_effusion" in f for f in found[:20])
+    assert labels_from_scores(six, 0.5)[0] == ["healthy"]

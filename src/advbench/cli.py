@@ -122,7 +122,7 @@ def demo(
     prefect: Annotated[bool, typer.Option(help="Run through the Prefect flow.")] = True,
 ) -> None:
     """Make a phantom MIMIC-CXR-JPG folder and build the demo release from it."""
-    from advbench.demo import demo_config, ensure_phantoms
+    from advbench.demo import demo_config, ensure_phantoms, train_demo_models
     from advbench.paths import cache_dir
 
     console = _console()
@@ -131,6 +131,11 @@ def demo(
         console.print(f"writing under the cache folder {root} (use --out DIR to choose)")
     phantoms = ensure_phantoms(root / "phantoms", studies, console=console)
     cfg = demo_config(phantoms, root / "releases")
+    for m in train_demo_models(cfg, console):
+        aurocs = ", ".join(f"{c} {v:.3f}" for c, v in m["auroc"].items() if v is not None)
+        console.print(f"demo victim {m['victim']}: held-out label accuracy "
+                      f"{m['label_accuracy']:.3f}, mean AUROC {m['mean_auroc']:.3f} ({aurocs})",
+                      highlight=False)
     summary = _run_build(cfg, overwrite=True, prefect=prefect)
     _print_summary(summary)
     print(f"load it: datasets.load_dataset({str(summary.path)!r}, 'clean', split='train')")

@@ -75,9 +75,35 @@ def demo_config_data() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def demo_config(phantoms: Path, output: Path) -> BuildConfig:
-    """The bundled demo config, pointed at a phantom folder and an output folder."""
+def demo_config(phantoms: Path, output: Path, *, models: bool = True) -> BuildConfig:
+    """The bundled demo config, pointed at a phantom folder and an output folder.
+
+    ``models=False`` leaves out the attacks' victims, image checks and PGD baseline: the demo
+    models take minutes to train at first use, which a test must not spend."""
     data = demo_config_data()
     data["output"] = str(Path(output).resolve())
     data["sources"][0]["root"] = str(Path(phantoms).resolve())
+    if not models:
+        for attack in data.get("attacks") or []:
+            for key in ("victims", "image_check", "pgd"):
+                attack.pop(key, None)
     return parse_config(data, where="advbench/data/demo.yaml")
+
+
+def train_demo_models(config: BuildConfig, console: Console | None = None) -> list[dict]:
+    """Train (or find cached) every demo model the config names, before the build's workers
+    start, so the first run says what it is doing; their held-out figures, one per model."""
+    from advbench.models.demo import ensure_trained
+
+    specs = []
+    for attack in config.attacks:
+        specs += list(getattr(attack, "victims", []) or [])
+        check = getattr(attack, "image_check", None)
+        if check is not None:
+            specs.append(check.model)
+    figures = []
+    for spec in specs:
+        if spec.kind == "demo":
+            trained = ensure_trained(spec.recipe, log=console.print if console else None)
+            figures.append(trained.metrics)
+    return figures

@@ -31,7 +31,7 @@ from advbench.concepts.vocabulary import CONCEPT_CLASS
 from advbench.models.victims import DISEASES
 from advbench.paths import cache_dir
 
-TRAINING_VERSION = 1  # bump when the training code changes what a recipe produces
+TRAINING_VERSION = 2  # bump when the training code changes what a recipe produces
 
 
 @cache
@@ -195,9 +195,15 @@ def _train(name: str, spec: dict[str, Any], folder: Path) -> dict[str, Any]:
             opt.step()
             sched.step()
     model.eval()
-    metrics = evaluate(lambda x: torch.sigmoid(model(x)), xte, yte)
+    # operating points from the first half of the held-out phantoms, figures from the second
+    half = len(xte) // 2
+    predict = lambda x: torch.sigmoid(model(x))  # noqa: E731
+    thresholds = youden_thresholds(predict, xte[:half], yte[:half])
+    metrics = evaluate(predict, xte[half:], yte[half:], thresholds)
+    metrics["thresholds"] = thresholds
     metrics.update({"victim": name, "architecture": recipe["architecture"],
-                    "adversarial": adv, "train_images": len(xtr), "heldout_images": len(xte)})
+                    "adversarial": adv, "train_images": len(xtr),
+                    "calibration_images": half, "heldout_images": len(xte) - half})
     tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), tmp / "model.pt")
@@ -235,10 +241,7 @@ def pgd(model, x, y, adv: dict[str, float]):
     return (x + delta).clamp(0, 1).detach()
 
 
-def evaluate(predict, images: np.ndarray, labels: np.ndarray, batch: int = 128
-             ) -> dict[str, Any]:
-    """Per-label accuracy at 0.5, exact-match accuracy and per-class AUROC on held-out
-    phantoms; ``predict`` maps a float batch N × 1 × H × W to probabilities N × 5."""
+def _scores(predict, images: np.ndarray, batch: int = 128) -> np.ndarray:
     import torch
 
     scores = []
@@ -246,8 +249,34 @@ def evaluate(predict, images: np.ndarray, labels: np.ndarray, batch: int = 128
         for start in range(0, len(images), batch):
             x = torch.from_numpy(images[start:start + batch]).float().div_(255.0)[:, None]
             scores.append(predict(x).float().cpu().numpy())
-    s = np.concatenate(scores)
-    pred = s >= 0.5
+    return np.concatenate(scores)
+
+
+def youden_thresholds(predict, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Per class, the score threshold that maximises sensitivity + specificity (Youden's J):
+    a small model's scores are rarely calibrated around 0.5."""
+    s = _scores(predict, images)
+    out = {}
+    for i, c in enumerate(DISEASES):
+        y = labels[:, i] > 0.5
+        best, best_t = -1.0, 0.5
+        if y.any() and (~y).any():
+            for th in np.unique(s[:, i]):
+                j = (s[y, i] >= th).mean() - (s[~y, i] >= th).mean()
+                if j > best:
+                    best, best_t = j, float(th)
+        out[c] = best_t
+    return out
+
+
+def evaluate(predict, images: np.ndarray, labels: np.ndarray,
+             thresholds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per-label accuracy, exact-match accuracy (at ``thresholds``, else 0.5) and per-class
+    AUROC on held-out phantoms; ``predict`` maps a float batch N × 1 × H × W to
+    probabilities N × 5."""
+    s = _scores(predict, images)
+    cut = np.array([(thresholds or {}).get(c, 0.5) for c in DISEASES])
+    pred = s >= cut
     auroc = {c: auroc_of(labels[:, i], s[:, i]) for i, c in enumerate(DISEASES)}
     known = [v for v in auroc.values() if v is not None]
     return {

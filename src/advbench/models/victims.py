@@ -79,6 +79,7 @@ class Victim(ABC):
         self.config = config
         self.name = config.display_name()
         self.device = pick_device(config.device)
+        self.thresholds: dict[str, float] = dict.fromkeys(DISEASES, config.threshold)
         self.model = self.load().to(self.device).eval()
         names = self.labels_of_model()
         mapping = config.label_map or STANDARD_LABEL_MAP
@@ -134,13 +135,16 @@ class Victim(ABC):
     def predict(self, images: Sequence[np.ndarray]) -> list[list[str]]:
         """The black-box answer: the classes scored at or above the threshold per image
         (``healthy`` when no disease is)."""
-        return labels_from_scores(self.scores(images), self.config.threshold)
+        return labels_from_scores(self.scores(images), self.thresholds)
 
 
-def labels_from_scores(scores: np.ndarray, threshold: float) -> list[list[str]]:
+def labels_from_scores(scores: np.ndarray, threshold: float | dict[str, float]
+                       ) -> list[list[str]]:
+    """Classes at or above their threshold per row (``healthy`` when no disease is)."""
+    cut = threshold if isinstance(threshold, dict) else dict.fromkeys(DISEASES, threshold)
     out = []
     for row in scores:
-        found = [c for c, s in zip(DISEASES, row[1:], strict=True) if s >= threshold]
+        found = [c for c, s in zip(DISEASES, row[1:], strict=True) if s >= cut[c]]
         out.append(found or ["healthy"])
     return out
 
@@ -373,6 +377,7 @@ class DemoVictim(Victim):
 
         trained = ensure_trained(self.config.recipe)
         self.metrics = trained.metrics
+        self.thresholds.update(trained.metrics.get("thresholds") or {})  # chosen on held-out
         self._size = int(recipes()["data"]["size"])
         model = build_model(recipes()["victims"][self.config.recipe]["architecture"])
         model.load_state_dict(torch.load(trained.weights, map_location="cpu",

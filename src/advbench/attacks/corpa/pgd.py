@@ -62,5 +62,5 @@ def pgd_answers(victim: Victim, image: np.ndarray, true_labels: list[str], confi
         adv = attack.generate(x=x, y=y)
         scores = victim.scores([(adv[0, 0] * 255.0).round().clip(0, 255).astype(np.uint8)])
         out.append({"epsilon": float(eps),
-                    "labels": labels_from_scores(scores, victim.config.threshold)[0]})
+                    "labels": labels_from_scores(scores, victim.thresholds)[0]})
     return out
