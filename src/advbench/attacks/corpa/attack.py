@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case
 from advbench.attacks.corpa.generators import GENERATORS
+from advbench.attacks.corpa.image_check import (
+    ClassifierCheckConfig,
+    ClipCheckConfig,
+    make_checker,
+)
 from advbench.attacks.corpa.pgd import PgdConfig, pgd_answers
 from advbench.attacks.corpa.planner import KINDS, Perturbation, Planner, Skip
 from advbench.attacks.corpa.reports import ReportWriter
@@ -37,15 +42,7 @@ if TYPE_CHECKING:
 
 GeneratorSpec = GENERATORS.config_spec()
 VictimSpec = VICTIMS.config_spec()
-
-
-class ImageCheckConfig(BaseModel):
-    """The image check: a classifier of the victim registry (not one of the victims) whose
-    answer on a candidate must equal the target labels."""
-
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["classifier"] = "classifier"
-    model: VictimSpec
+ImageCheckSpec = Annotated[ClassifierCheckConfig | ClipCheckConfig, Field(discriminator="kind")]
 
 
 class CorpaConfig(AttackConfig):
@@ -59,7 +56,7 @@ class CorpaConfig(AttackConfig):
         default="negative", description="Target state of a removed concept.")
     generator: GeneratorSpec = Field(default_factory=lambda: GENERATORS.get("phantom").Config(),
                                      description="How the image is made.")
-    image_check: ImageCheckConfig | None = Field(
+    image_check: ImageCheckSpec | None = Field(
         default=None, description="A model that is not a victim must find the target in a "
         "candidate image before it is kept (none: every candidate is kept).")
     victims: list[VictimSpec] = Field(
@@ -80,7 +77,7 @@ class CorpaConfig(AttackConfig):
 
     @model_validator(mode="after")
     def _checker_is_not_a_victim(self) -> CorpaConfig:
-        if self.image_check is not None:
+        if self.image_check is not None and self.image_check.kind == "classifier":
             checker = self.image_check.model.model_dump_json()
             if any(v.model_dump_json() == checker for v in self.victims):
                 raise ValueError("image_check.model must not be one of the victims")
@@ -244,7 +241,7 @@ class Corpa(Attack):
                    for spec in self.config.victims]
         check = self.config.image_check
         checker = None if check is None else cache.get(
-            ("victim", check.model.model_dump_json()), lambda: load_victim(check.model))
+            ("image-check", check.identity()), lambda: make_checker(check))
         clean: dict[tuple[str, str], dict[str, Any]] = {}  # (victim, study) → answers
         for case in cases:
             skip: Skip | None = case.target.get("skip")
@@ -254,7 +251,7 @@ class Corpa(Attack):
             yield self._make(case, case.target["perturbation"], writer, victims, checker, clean)
 
     def _make(self, case: Case, p: Perturbation, writer: ReportWriter,
-              victims: list[Victim], checker: Victim | None,
+              victims: list[Victim], checker: Any,
               clean: dict[tuple[str, str], dict[str, Any]]) -> Sample | Outcome:
         study = case.study.study
         written = writer.write(study.report, p)
@@ -328,21 +325,12 @@ class _Lazy:
         return self._done[i]
 
 
-def _checked(made, checker: Victim, p: Perturbation, log: list[dict[str, Any]]):
+def _checked(made, checker, p: Perturbation, log: list[dict[str, Any]]):
     """The candidates the checker finds the target in, each with its verdict recorded."""
     target = sorted(p.positive_labels or ["healthy"])
-    columns = {c: i for i, c in enumerate(CLASSES)}
-    removed = [c for c in CLASSES if c not in target and c in _source_classes(p)]
+    source = _source_classes(p)
     for candidate in made:
-        scores = checker.scores([candidate.pixels])[0]
-        answer = sorted(checker.predict([candidate.pixels])[0])
-        verdict = {
-            "model": checker.name,
-            "target_score": float(np.mean([scores[columns[c]] for c in target])),
-            "source_score": float(np.mean([scores[columns[c]] for c in removed]))
-            if removed else None,
-            "passed": answer == target,
-        }
+        verdict = checker.verdict(candidate.pixels, target, source)
         log.append(verdict)
         if verdict["passed"]:
             candidate.settings["image_check"] = verdict

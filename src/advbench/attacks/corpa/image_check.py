@@ -1,0 +1,120 @@
+"""The image check: a model that is not a victim must find the target in a candidate image
+before the candidate is kept.
+
+- ``classifier``: any model of the victim registry; it passes a candidate when its labels
+  equal the target labels.
+- ``clip``: any open_clip model (a name plus a local weights file or ``local-dir:``), zero-shot:
+  it passes a candidate when the image is closer to a prompt naming the target labels than to
+  one naming the source labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from advbench.concepts.vocabulary import CLASSES
+from advbench.models.victims import VICTIMS, Victim, load_victim, pick_device
+
+CLASS_WORDS = {"healthy": "no abnormality", "cancer": "a lung mass or nodules",
+               "pneumonia": "pneumonia", "pleural_effusion": "a pleural effusion",
+               "cardiomegaly": "an enlarged heart", "pneumothorax": "a pneumothorax"}
+
+
+class ClassifierCheckConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    kind: Literal["classifier"] = "classifier"
+    model: VICTIMS.config_spec()  # type: ignore[valid-type]
+
+    def identity(self) -> str:
+        return self.model.model_dump_json()
+
+
+class ClipCheckConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    kind: Literal["clip"] = "clip"
+    model: str = Field(description="An open_clip model name, e.g. ViT-B-16.")
+    pretrained: str = Field(description="A local weights file (.bin/.safetensors) or "
+                            "local-dir:/folder; nothing is downloaded.")
+    model_config_file: Path | None = Field(
+        default=None, description="An open_clip model config (JSON) for an architecture "
+        "open_clip does not ship; its file name (stem) is the model name.")
+    prompt: str = Field(default="a chest radiograph showing {findings}",
+                        description="Prompt template; {findings} lists the labels.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def identity(self) -> str:
+        return self.model_dump_json()
+
+
+class ClipChecker:
+    """Zero-shot target-versus-source check with an open_clip model."""
+
+    def __init__(self, config: ClipCheckConfig):
+        import open_clip
+        import torch
+
+        if config.model_config_file is not None:
+            open_clip.add_model_config(config.model_config_file)
+        pretrained = config.pretrained
+        if not pretrained.startswith("local-dir:") and not Path(pretrained).is_file():
+            raise FileNotFoundError(f"open_clip weights not found: {pretrained}")
+        self.config = config
+        self.name = f"clip:{config.model}"
+        self.device = pick_device(config.device)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            config.model, pretrained=pretrained, device=self.device)
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(config.model)
+        self._torch = torch
+
+    def prompt(self, labels: list[str]) -> str:
+        words = [CLASS_WORDS[c] for c in CLASSES if c in labels] or [CLASS_WORDS["healthy"]]
+        return self.config.prompt.format(findings=" and ".join(words))
+
+    def verdict(self, pixels: np.ndarray, target: list[str], source: list[str]
+                ) -> dict[str, Any]:
+        from PIL import Image
+
+        torch = self._torch
+        image = Image.fromarray(np.asarray(pixels)).convert("RGB")
+        x = self.preprocess(image).unsqueeze(0).to(self.device)
+        texts = self.tokenizer([self.prompt(target), self.prompt(source)]).to(self.device)
+        with torch.no_grad():
+            img = self.model.encode_image(x)
+            txt = self.model.encode_text(texts)
+            img = img / img.norm(dim=-1, keepdim=True)
+            txt = txt / txt.norm(dim=-1, keepdim=True)
+            probs = (100.0 * img @ txt.T).softmax(dim=-1)[0].float().cpu().numpy()
+        return {"model": self.name, "target_score": float(probs[0]),
+                "source_score": float(probs[1]), "passed": bool(probs[0] > probs[1])}
+
+
+class ClassifierChecker:
+    """A classifier of the victim registry: its answer must be the target labels."""
+
+    def __init__(self, config: ClassifierCheckConfig):
+        self.victim: Victim = load_victim(config.model)
+        self.name = self.victim.name
+
+    def verdict(self, pixels: np.ndarray, target: list[str], source: list[str]
+                ) -> dict[str, Any]:
+        columns = {c: i for i, c in enumerate(CLASSES)}
+        scores = self.victim.scores([pixels])[0]
+        answer = sorted(self.victim.predict([pixels])[0])
+        removed = [c for c in source if c not in target]
+        return {
+            "model": self.name,
+            "target_score": float(np.mean([scores[columns[c]] for c in target])),
+            "source_score": float(np.mean([scores[columns[c]] for c in removed]))
+            if removed else None,
+            "passed": answer == sorted(target),
+        }
+
+
+def make_checker(config: ClassifierCheckConfig | ClipCheckConfig):
+    return ClipChecker(config) if config.kind == "clip" else ClassifierChecker(config)

@@ -1,0 +1,83 @@
+"""The CoRPA image check with open_clip: a tiny randomly initialised CLIP, its config and
+weights written to a folder, loaded back with nothing downloaded, judging target vs source."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from advbench.attacks.corpa.image_check import ClipCheckConfig, make_checker
+
+TINY = {"embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                     "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    import open_clip
+    import torch
+
+    folder = tmp_path_factory.mktemp("clip")
+    cfg = folder / "tiny-clip.json"
+    cfg.write_text(json.dumps(TINY))
+    open_clip.add_model_config(cfg)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-clip")
+    torch.save(model.state_dict(), folder / "tiny.bin")
+    return cfg, folder / "tiny.bin"
+
+
+def test_clip_check_loads_local_weights_and_scores_target_against_source(tiny_clip):
+    cfg, weights = tiny_clip
+    checker = make_checker(ClipCheckConfig(model="tiny-clip", pretrained=str(weights),
+                                           model_config_file=cfg, device="cpu"))
+    image = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    v = checker.verdict(image, ["pleural_effusion"], ["healthy"])
+    assert v["model"] == "clip:tiny-clip"
+    assert v["target_score"] + v["source_score"] == pytest.approx(1.0, abs=1e-5)
+    assert v["passed"] == (v["target_score"] > v["source_score"])
+    # swapping target and source swaps the scores: the prompts are what is compared
+    w = checker.verdict(image, ["healthy"], ["pleural_effusion"])
+    assert w["target_score"] == pytest.approx(v["source_score"], abs=1e-5)
+    assert checker.prompt(["cardiomegaly", "pleural_effusion"]) == (
+        "a chest radiograph showing a pleural effusion and an enlarged heart")
+
+
+def test_clip_check_names_missing_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.bin"):
+        make_checker(ClipCheckConfig(model="ViT-B-16", pretrained=str(tmp_path / "nowhere.bin")))
+
+
+def test_a_build_keeps_only_rows_the_clip_check_passed(tiny_clip, tmp_path):
+    import json as _json
+
+    from advbench.config import load_config
+    from advbench.demo import write_phantoms
+    from advbench.pipeline import build_release
+    from tests.conftest import write_config
+
+    cfg_file, weights = tiny_clip
+    root = tmp_path / "phantoms"
+    write_phantoms(root, 8, seed=7, size=64)
+    check = {"kind": "clip", "model": "tiny-clip", "pretrained": str(weights),
+             "model_config_file": str(cfg_file), "device": "cpu"}
+    top = {"workers": 1, "attacks": [{"kind": "corpa", "splits": ["train", "validate", "test"],
+                                      "image_check": check,
+                                      "generator": {"kind": "phantom", "candidates": 2}}]}
+    cfg = load_config(write_config(tmp_path / "b.yaml", root, tmp_path / "out", top=top,
+                                   views=["PA"]))
+    build_release(cfg)
+    manifest = _json.loads((cfg.release_dir() / "manifest.json").read_text())
+    counts = manifest["configs"]["corpa"]["counts"]
+    assert counts["planned"] == counts["accepted"] + counts["rejected"] + counts["failed"]
+    assert counts["failed"] == 0
+    from datasets import load_dataset
+
+    for split in manifest["configs"]["corpa"]["splits"]:
+        for row in load_dataset(str(cfg.release_dir()), "corpa", split=split):
+            assert row["image_check"]["model"] == "clip:tiny-clip"
+            assert row["image_check"]["passed"] is True
