@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case
+from advbench.attacks.corpa import diffusion  # noqa: F401  (registers `diffusers`)
 from advbench.attacks.corpa.generators import GENERATORS
 from advbench.attacks.corpa.image_check import (
     ClassifierCheckConfig,
