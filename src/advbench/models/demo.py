@@ -31,7 +31,7 @@ from advbench.concepts.vocabulary import CONCEPT_CLASS
 from advbench.models.victims import DISEASES
 from advbench.paths import cache_dir
 
-TRAINING_VERSION = 2  # bump when the training code changes what a recipe produces
+TRAINING_VERSION = 3  # bump when the training code changes what a recipe produces
 
 
 @cache
@@ -78,7 +78,15 @@ def phantom_dataset(n: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarra
 
 def build_model(architecture: str):
     """``cnn`` or ``timm:<name>``: one input channel, five outputs (logits)."""
+    import torch
     import torch.nn as nn
+
+    class AvgMaxPool(nn.Module):
+        """Global average and max pooling side by side: a small nodule is lost in an
+        average."""
+
+        def forward(self, x):
+            return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
     if architecture == "cnn":
         layers: list[nn.Module] = []
@@ -87,13 +95,12 @@ def build_model(architecture: str):
             layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
                        nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             width = out
-        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                             nn.Linear(width, len(DISEASES)))
+        return nn.Sequential(*layers, AvgMaxPool(), nn.Linear(2 * width, len(DISEASES)))
     if architecture.startswith("timm:"):
         import timm
 
         return timm.create_model(architecture[5:], pretrained=False, in_chans=1,
-                                 num_classes=len(DISEASES))
+                                 num_classes=len(DISEASES), global_pool="catavgmax")
     raise ValueError(f"unknown demo architecture {architecture!r} (cnn or timm:<name>)")
 
 
