@@ -28,9 +28,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/concepts.py
 
-.PHONY: bench-scale
+.PHONY: bench-scale bench-corpa
 bench-scale: $(STAMP)
 	$(BIN)/python bench/build_scale.py
+
+bench-corpa: $(STAMP)
+	$(BIN)/python bench/corpa_reports.py
 
 schemas: $(STAMP)
 	$(BIN)/advbench schema --out schemas
