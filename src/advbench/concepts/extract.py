@@ -664,10 +664,11 @@ def _breaks_to_marks(m: re.Match[str]) -> str:
 
 
 @cache
-def _default() -> ConceptExtractor:
+def default_extractor() -> ConceptExtractor:
+    """The packaged lexicon's extractor, one per process (its caches shared by its users)."""
     return ConceptExtractor()
 
 
 def extract(text: str) -> ConceptResult:
     """Extract with the packaged lexicon (compiled once per process)."""
-    return _default().extract(text)
+    return default_extractor().extract(text)

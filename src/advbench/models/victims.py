@@ -191,9 +191,14 @@ class _ResizeNormalize:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                               align_corners=False, antialias=True)
         x = x.repeat(1, self.channels, 1, 1)
-        mean = torch.tensor(self.mean[: self.channels] or [0.0], device=x.device)
-        std = torch.tensor(self.std[: self.channels] or [1.0], device=x.device)
+        mean = torch.tensor(_per_channel(self.mean, self.channels), device=x.device)
+        std = torch.tensor(_per_channel(self.std, self.channels), device=x.device)
         return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def _per_channel(values: Sequence[float], channels: int) -> list[float]:
+    """A mean or std per input channel (one value serves every channel)."""
+    return list(values) * channels if len(values) == 1 else list(values[:channels])
 
 
 class TimmConfig(VictimConfig):
@@ -271,9 +276,7 @@ class TorchscriptVictim(_ListedLabels):
         c = self.config
         if not c.file.is_file():
             raise FileNotFoundError(f"TorchScript file not found: {c.file}")
-        self._pre = _ResizeNormalize(c.input_size, c.mean * c.in_chans if len(c.mean) == 1
-                                     else c.mean, c.std * c.in_chans if len(c.std) == 1
-                                     else c.std, c.in_chans)
+        self._pre = _ResizeNormalize(c.input_size, c.mean, c.std, c.in_chans)
         return torch.jit.load(str(c.file), map_location="cpu")
 
 

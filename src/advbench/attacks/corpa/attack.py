@@ -25,10 +25,17 @@ from advbench.attacks.corpa.image_check import (
     make_checker,
 )
 from advbench.attacks.corpa.pgd import PgdConfig, pgd_answers
-from advbench.attacks.corpa.planner import KINDS, Perturbation, Planner, Skip
+from advbench.attacks.corpa.planner import (
+    KINDS,
+    Perturbation,
+    Planner,
+    Skip,
+    present_labels,
+    stable_seed,
+)
 from advbench.attacks.corpa.reports import ReportWriter
 from advbench.attacks.corpa.sentences import SentenceBank
-from advbench.concepts.vocabulary import CLASSES, CONCEPTS
+from advbench.concepts.vocabulary import CONCEPTS
 from advbench.images import decode_pixels
 from advbench.models.victims import VICTIMS, Victim, load_victim
 from advbench.records import Outcome, Sample
@@ -228,9 +235,9 @@ class Corpa(Attack):
         return cases
 
     def run(self, cases: list[Case], cache: WorkerCache) -> Iterator[Sample | Outcome]:
-        from advbench.concepts.extract import ConceptExtractor
+        from advbench.concepts.extract import default_extractor
 
-        extractor = cache.get(("concept-extractor",), ConceptExtractor)
+        extractor = default_extractor()  # the one the generators' hints use too
         bank = SentenceBank(extractor)
         seen: set[str] = set()
         for case in cases:  # the batch's own reports, in plan order: the same on any worker
@@ -259,11 +266,12 @@ class Corpa(Attack):
         if written.status != "verified":
             return self.reject(case, "report", "report_not_verified",
                                f"{case.id}: {written.reason}")
-        seed = _case_seed(self.seed, case.id)
+        seed = stable_seed(self.seed, case.id) >> 1  # fits int64
+        source = present_labels(case.study.concepts.labels)
         made = self.generator.candidates(study, p, written.report, seed)
         checks: list[dict[str, Any]] = []
         if checker is not None:
-            made = _checked(made, checker, p, checks)
+            made = _checked(made, checker, p.positive_labels, source, checks)
         candidates = _Lazy(made)
         try:
             candidate = candidates[0]
@@ -276,7 +284,6 @@ class Corpa(Attack):
             return self.reject(case, "image", "image_check_failed", f"{case.id}: {reason}")
         image_check = candidate.settings.pop("image_check", None)
         original = decode_pixels(study.image_bytes)
-        source = _labels(case.study.concepts.labels)
         queried = []
         for v in victims:
             key = (v.name, case.parent_id)
@@ -326,23 +333,16 @@ class _Lazy:
         return self._done[i]
 
 
-def _checked(made, checker, p: Perturbation, log: list[dict[str, Any]]):
+def _checked(made, checker, target: list[str], source: list[str],
+             log: list[dict[str, Any]]):
     """The candidates the checker finds the target in, each with its verdict recorded."""
-    target = sorted(p.positive_labels or ["healthy"])
-    source = _source_classes(p)
+    target = sorted(target or ["healthy"])
     for candidate in made:
         verdict = checker.verdict(candidate.pixels, target, source)
         log.append(verdict)
         if verdict["passed"]:
             candidate.settings["image_check"] = verdict
             yield candidate
-
-
-def _source_classes(p: Perturbation) -> list[str]:
-    from advbench.concepts.extract import derive_labels
-
-    labels = derive_labels(p.source_concepts)
-    return [c for c in CLASSES if labels[c] in ("positive", "uncertain")]
 
 
 def query_victim(victim: Victim, clean: dict[str, Any], candidates: _Lazy,
@@ -366,17 +366,6 @@ def query_victim(victim: Victim, clean: dict[str, Any], candidates: _Lazy,
     return {"name": victim.name, "clean_labels": clean["clean_labels"],
             "adversarial_labels": answer, "success": success, "queries": queries,
             "pgd": clean["pgd"]}
-
-
-def _labels(labels: dict[str, str]) -> list[str]:
-    return [c for c in CLASSES if labels.get(c) in ("positive", "uncertain")]
-
-
-def _case_seed(seed: int, case_id: str) -> int:
-    import hashlib
-
-    digest = hashlib.sha256(f"{seed}\0{case_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1  # fits int64
 
 
 def ssim_outside(original: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> float:

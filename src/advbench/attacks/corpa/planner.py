@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from advbench.concepts.extract import derive_labels
@@ -52,7 +51,7 @@ class Perturbation:
     @property
     def positive_labels(self) -> list[str]:
         """The class names whose label is positive or uncertain in the target."""
-        return [c for c in CLASSES if self.target_labels.get(c) in PRESENT]
+        return present_labels(self.target_labels)
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,11 @@ class Skip:
     parent_id: str
     kind: str
     reason: str
+
+
+def present_labels(labels: dict[str, str]) -> list[str]:
+    """The class names whose label is positive or uncertain, in class order."""
+    return [c for c in CLASSES if labels.get(c) in PRESENT]
 
 
 def present_concepts(concepts: dict[str, str]) -> set[str]:
@@ -110,7 +114,7 @@ class Planner:
             if reason:
                 skipped.append(Skip(study_id, kind, reason))
                 continue
-            rng = random.Random(_seed_of(self.seed, study_id, kind))
+            rng = random.Random(stable_seed(self.seed, study_id, kind))
             seen = {tuple(source.values())}
             made = 0
             for _ in range(want * _TRIES):
@@ -237,20 +241,8 @@ def _consistent(kind: str, source: dict[str, str], target: dict[str, str]) -> bo
     return False
 
 
-def _seed_of(seed: int, study_id: str, kind: str) -> int:
-    digest = hashlib.sha256(f"{seed}\0{study_id}\0{kind}".encode()).digest()
+def stable_seed(*parts: object) -> int:
+    """A 64-bit seed from the parts' text, the same in every process and run (``hash()`` is
+    salted per process)."""
+    digest = hashlib.sha256("\0".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big")
-
-
-def plan_all(planner: Planner, studies: Iterable[tuple[str, dict[str, str]]]
-             ) -> tuple[list[Perturbation], list[Skip]]:
-    """Plan every (study id, concepts) pair; perturbations and skips in study order."""
-    planned: list[Perturbation] = []
-    skipped: list[Skip] = []
-    for study_id, concepts in studies:
-        p, s = planner.plan(study_id, concepts)
-        planned += p
-        skipped += s
-    return planned, skipped
-
-

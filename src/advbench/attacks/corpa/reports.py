@@ -10,12 +10,11 @@ and when none works the failure is returned with the states that differ.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from dataclasses import dataclass
 
-from advbench.attacks.corpa.planner import Perturbation
+from advbench.attacks.corpa.planner import Perturbation, stable_seed
 from advbench.attacks.corpa.sentences import SentenceBank, role_of, side_of
 from advbench.concepts.extract import ConceptExtractor, Mention
 from advbench.concepts.vocabulary import CONCEPTS, STATE_PRIORITY
@@ -58,8 +57,7 @@ class ReportWriter:
 
     def write(self, report: str, perturbation: Perturbation) -> Written:
         target = perturbation.target_concepts
-        rng = random.Random(int.from_bytes(
-            hashlib.sha256(perturbation.id.encode()).digest()[:8], "big"))
+        rng = random.Random(stable_seed(perturbation.id))
         found = self.extractor.extract(report)
         source = found.concepts
         drop = {c for c in CONCEPTS if _changed(c, source[c], target[c])

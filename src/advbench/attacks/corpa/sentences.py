@@ -20,7 +20,6 @@ from advbench.concepts.extract import ConceptExtractor
 from advbench.concepts.vocabulary import CONCEPTS
 
 Key = frozenset[tuple[str, str]]  # the (concept, state) pairs a sentence expresses
-ROLES = ("findings", "impression", "negative", "uncertain")
 # a negative from the bank must say "not there" plainly ("No effusion."), not "resolved"
 _PLAIN_NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of)\b", re.IGNORECASE)
 # a sentence that leans on the one before it reads wrong anywhere else
