@@ -132,8 +132,10 @@ def test_victims_are_queried_as_black_boxes_and_summarised(phantom_root, tmp_pat
             "healthy", "cardiomegaly", "pleural_effusion", "pneumothorax"}
         fooled = sorted(v["adversarial_labels"]) != sorted(row["target_labels"])
         assert v["success"] == fooled
-        if not v["success"]:  # the budget was spent: both candidates were tried
-            assert v["queries"] == 2
+        if not v["success"]:  # the budget was spent: every candidate was tried (one only
+            # when the generator added nothing: all its candidates would be the same image)
+            settings = json.loads(row["generator_settings"])
+            assert v["queries"] == (2 if settings["added"] else 1)
         # the clean answer is the victim's own answer on the original image
         assert tiny.predict([np.asarray(row["original_image"])])[0] == v["clean_labels"]
         assert [round(e["epsilon"] * 255) for e in v["pgd"]] == [4, 8]
@@ -142,10 +144,16 @@ def test_victims_are_queried_as_black_boxes_and_summarised(phantom_root, tmp_pat
     titles = [t.title for t in summary.configs["corpa"].tables]
     assert "victims (black box)" in titles
     table = next(t for t in summary.configs["corpa"].tables if t.title == "victims (black box)")
-    assert table.rows[0][0] == "tiny" and table.rows[0][3] == len(rows)
+    assert table.rows[0][0] == "tiny" and table.rows[0][4] == len(rows)
+    # clean accuracy counts each study once, however many CoRPA rows it has
+    clean = {row["parent_id"]: sorted(row["victims"][0]["clean_labels"])
+             == sorted(row["source_labels"]) for row in rows}
+    assert table.rows[0][1] == len(clean)
+    assert table.rows[0][2] == round(sum(clean.values()) / len(clean), 3)
     pgd = next(t for t in summary.configs["corpa"].tables if "PGD" in t.title)
     assert [r[1] for r in pgd.rows] == [4.0, 8.0]
-    assert all(r[3] == table.rows[0][1] for r in pgd.rows)  # the same clean studies
+    assert all(r[2] <= r[3] <= 1.0 for r in pgd.rows)  # exact match ≤ per-label accuracy
+    assert all(r[4] == table.rows[0][1] for r in pgd.rows)  # the same clean studies
 
 
 def test_pgd_raises_the_multilabel_loss_within_its_budget():
@@ -187,8 +195,10 @@ def test_pgd_raises_the_multilabel_loss_within_its_budget():
 
 
 def test_the_image_check_keeps_only_candidates_that_show_the_target(phantom_root, tmp_path):
-    """A checker that sees no disease in any image passes only the cases whose target is a
-    normal study; every other case is rejected with the check's reason."""
+    """A checker that sees no disease in any image passes only the edited cases that add no
+    class (a removal is seen: the removed class is not found); every case that adds one is
+    rejected with the check's reason, and a case the generator left unedited is not
+    checked."""
     import torch
 
     class NoDisease(torch.nn.Module):
@@ -202,11 +212,19 @@ def test_the_image_check_keeps_only_candidates_that_show_the_target(phantom_root
                               image_check={"kind": "classifier", "model": checker},
                               generator={"kind": "phantom", "candidates": 2})
     manifest, rows = _rows(release)
-    assert rows and {r["kind"] for r in rows} == {"disease_to_normal"}
-    for row in rows:
+    checked = [r for r in rows if r["image_check"] is not None]
+    assert checked and "disease_to_normal" in {r["kind"] for r in checked}
+    for row in checked:
         check = row["image_check"]
         assert check["model"] == "checker" and check["passed"] is True
-        assert check["target_score"] == pytest.approx(1.0, abs=1e-3)  # healthy
+        assert row["kind"] in {"disease_to_normal", "under_diagnosis"}  # nothing added
+        if row["kind"] == "disease_to_normal":
+            assert check["target_score"] == pytest.approx(1.0, abs=1e-3)  # healthy
+        assert row["edit_mask"] is not None
+    for row in rows:
+        if row["image_check"] is None:  # nothing edited: the original's pixels, unchecked
+            assert row["edit_mask"] is None
+            assert np.array_equal(np.asarray(row["image"]), np.asarray(row["original_image"]))
     reasons = {r["reason"] for r in manifest["configs"]["corpa"]["reasons"]}
     assert "image_check_failed" in reasons
 

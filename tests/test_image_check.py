@@ -79,5 +79,28 @@ def test_a_build_keeps_only_rows_the_clip_check_passed(tiny_clip, tmp_path):
 
     for split in manifest["configs"]["corpa"]["splits"]:
         for row in load_dataset(str(cfg.release_dir()), "corpa", split=split):
+            if row["edit_mask"] is None:  # nothing edited: nothing to check
+                assert row["image_check"] is None
+                continue
             assert row["image_check"]["model"] == "clip:tiny-clip"
             assert row["image_check"]["passed"] is True
+
+
+@pytest.mark.parametrize(("answer", "target", "source", "passed"), [
+    ({"cancer", "cardiomegaly"}, ["cancer", "pleural_effusion"], ["cancer"], False),  # missed
+    ({"cancer", "pleural_effusion"}, ["cancer", "pleural_effusion"], ["cancer"], True),
+    ({"pleural_effusion"}, ["cancer", "pleural_effusion"], ["cancer"], True),  # untouched class
+    ({"pneumonia"}, ["pneumonia"], ["pneumonia"], True),  # inner class: the class is found
+    ({"healthy"}, ["pneumonia"], ["pneumonia"], False),
+    ({"cancer", "pleural_effusion", "cardiomegaly"}, ["cancer", "pleural_effusion"], ["cancer"],
+     True),  # an unrelated false positive is the checker's error
+    ({"pneumonia"}, ["pneumonia"], ["pneumonia", "cancer"], True),  # removal seen
+    ({"pneumonia", "cancer"}, ["pneumonia"], ["pneumonia", "cancer"], False),  # still there
+    ({"healthy"}, ["healthy"], ["cancer"], True),
+    ({"pneumothorax"}, ["healthy"], ["cancer"], False),  # a normal target shows no disease
+])
+def test_classifier_check_asks_for_the_added_classes_and_no_removed_class(
+        answer, target, source, passed):
+    from advbench.attacks.corpa.image_check import sees_target
+
+    assert sees_target(answer, target, source) is passed

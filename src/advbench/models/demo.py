@@ -1,10 +1,12 @@
 """Demo victims: small classifiers trained on chest X-ray phantoms at first use, then cached.
 
 Recipes are data (``demo_recipes.yaml``): the architecture, epochs, learning rate and, for one
-of them, PGD adversarial training. A trained model lives in the cache under the hash of its
-recipe and of the training data spec, with its held-out figures (per-label accuracy, exact-match
-accuracy, per-class AUROC). An untrained victim would make every attack figure meaningless, so
-the figures are written next to the weights and reported by the build.
+of them, PGD adversarial training, fine-tuning another recipe's model (``init``): adversarial
+training from scratch costs several clean trainings, and robustness is what it adds. A trained
+model lives in the cache under the hash of its recipe and of the training data spec, with its
+held-out figures (per-label accuracy, exact-match accuracy, per-class AUROC). An untrained
+victim would make every attack figure meaningless, so the figures are written next to the
+weights and reported by the build.
 
 Training data are phantoms rendered from seeded scenes (never the demo's own studies); a
 phantom's labels are the classes of its scene's findings.
@@ -16,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +34,7 @@ from advbench.concepts.vocabulary import CONCEPT_CLASS
 from advbench.models.victims import DISEASES
 from advbench.paths import cache_dir
 
-TRAINING_VERSION = 3  # bump when the training code changes what a recipe produces
+TRAINING_VERSION = 5  # bump when the training code changes what a recipe produces
 
 
 @cache
@@ -60,17 +63,32 @@ def scene_labels(scene) -> np.ndarray:
     return y
 
 
-def phantom_dataset(n: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` phantom images (uint8, n × size × size) and their labels (n × 5)."""
+def phantom_dataset(n: int, seed: int, size: int, *, workers: int = 1
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` phantom images (uint8, n × size × size) and their labels (n × 5); phantom ``i``
+    is a pure function of (seed, i), so ``workers`` processes render chunks of it alike."""
+    if workers <= 1 or n < 64:
+        return _render_range(seed, size, 0, n)
+    from advbench.workers import process_pool
+
+    bounds = np.linspace(0, n, 4 * workers + 1).astype(int)
+    with process_pool(workers) as ex:
+        parts = list(ex.map(_render_range, [seed] * (len(bounds) - 1), [size] * (len(bounds) - 1),
+                            bounds[:-1].tolist(), bounds[1:].tolist()))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _render_range(seed: int, size: int, start: int, stop: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
     from advbench.phantoms.rendering import render
     from advbench.phantoms.scene import sample_scene
 
-    images = np.empty((n, size, size), np.uint8)
-    labels = np.empty((n, len(DISEASES)), np.float32)
-    for i in range(n):
+    images = np.empty((stop - start, size, size), np.uint8)
+    labels = np.empty((stop - start, len(DISEASES)), np.float32)
+    for j, i in enumerate(range(start, stop)):
         scene = sample_scene(np.random.default_rng([seed, i]))
-        images[i] = render(scene, size)
-        labels[i] = scene_labels(scene)
+        images[j] = render(scene, size)
+        labels[j] = scene_labels(scene)
     return images, labels
 
 
@@ -122,8 +140,10 @@ def recipe_key(name: str) -> tuple[dict[str, Any], str]:
     if name not in all_recipes["victims"]:
         raise KeyError(f"unknown demo victim {name!r}; known: "
                        f"{', '.join(sorted(all_recipes['victims']))}")
-    spec = {"victim": all_recipes["victims"][name], "data": all_recipes["data"],
-            "training_version": TRAINING_VERSION}
+    victim = all_recipes["victims"][name]
+    spec = {"victim": victim, "data": all_recipes["data"], "training_version": TRAINING_VERSION}
+    if victim.get("init"):  # fine-tuned from another recipe: its change is this one's too
+        spec["init_key"] = recipe_key(victim["init"])[1]
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return spec, digest
 
@@ -164,8 +184,11 @@ def _data(spec: dict[str, Any]) -> tuple[np.ndarray, ...]:
     if path.is_file():
         with np.load(path) as z:
             return z["xtr"], z["ytr"], z["xte"], z["yte"]
-    xtr, ytr = phantom_dataset(data["train"], data["seed"], data["size"])
-    xte, yte = phantom_dataset(data["heldout"], data["seed"] + 1, data["size"])
+    from advbench.workers import default_workers
+
+    workers = min(default_workers(), 8)
+    xtr, ytr = phantom_dataset(data["train"], data["seed"], data["size"], workers=workers)
+    xte, yte = phantom_dataset(data["heldout"], data["seed"] + 1, data["size"], workers=workers)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte)
     tmp.replace(path)
@@ -178,14 +201,22 @@ def _train(name: str, spec: dict[str, Any], folder: Path) -> dict[str, Any]:
 
     recipe = spec["victim"]
     xtr, ytr, xte, yte = _data(spec)
-    torch.manual_seed(spec["data"]["seed"])
-    rng = np.random.default_rng(spec["data"]["seed"])
+    started = time.perf_counter()
+    seed = recipe.get("seed", spec["data"]["seed"])  # weights' start and batch order
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     model = build_model(recipe["architecture"])
+    if recipe.get("init"):
+        base = ensure_trained(recipe["init"])
+        model.load_state_dict(torch.load(base.weights, map_location="cpu", weights_only=True))
+    # channels-last convolutions train about a quarter faster on CPU (oneDNN) and on GPU
+    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=1e-4)
     steps = recipe["epochs"] * int(np.ceil(len(xtr) / recipe["batch_size"]))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe["lr"], total_steps=steps)
     adv = recipe.get("adversarial")
     x_all = torch.from_numpy(xtr).float().div_(255.0)[:, None]
+    x_all = x_all.contiguous(memory_format=torch.channels_last)
     y_all = torch.from_numpy(ytr)
     for _ in range(recipe["epochs"]):
         model.train()
@@ -209,10 +240,13 @@ def _train(name: str, spec: dict[str, Any], folder: Path) -> dict[str, Any]:
     metrics = evaluate(predict, xte[half:], yte[half:], thresholds)
     metrics["thresholds"] = thresholds
     metrics.update({"victim": name, "architecture": recipe["architecture"],
-                    "adversarial": adv, "train_images": len(xtr),
+                    "adversarial": adv, "init": recipe.get("init"), "epochs": recipe["epochs"],
+                    "train_seconds": round(time.perf_counter() - started, 1),
+                    "train_images": len(xtr),
                     "calibration_images": half, "heldout_images": len(xte) - half})
     tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)
+    model = model.to(memory_format=torch.contiguous_format)
     torch.save(model.state_dict(), tmp / "model.pt")
     (tmp / "recipe.json").write_text(json.dumps(spec, indent=1), "utf-8")
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1), "utf-8")

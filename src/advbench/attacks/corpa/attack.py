@@ -37,7 +37,7 @@ from advbench.attacks.corpa.reports import ReportWriter
 from advbench.attacks.corpa.sentences import SentenceBank
 from advbench.concepts.vocabulary import CONCEPTS
 from advbench.images import decode_pixels
-from advbench.models.victims import VICTIMS, Victim, load_victim
+from advbench.models.victims import DISEASES, VICTIMS, Victim, load_victim
 from advbench.records import Outcome, Sample
 from advbench.release.configs import RELEASE_CONFIGS, SummaryTable
 from advbench.release.derived import DerivedConfig
@@ -167,28 +167,35 @@ class CorpaRelease(DerivedConfig):
                                [list(k) for k in kinds])]
         queried = (f"(SELECT parent_id, kind, source_labels, target_labels, "
                    f"unnest(victims) AS v FROM {rows})")
+        exact = "(CASE WHEN list_sort({a}) = list_sort({b}) THEN 1.0 ELSE 0.0 END)"
+        # per-label accuracy: the share of the five disease classes the answer gets right
+        diseases = "[" + ", ".join(f"'{c}'" for c in DISEASES) + "]"
+        per_label = (f"(1.0 - len(list_filter({diseases}, lambda c: list_contains({{a}}, c) "
+                     f"!= list_contains({{b}}, c))) / {len(DISEASES)})")
+        clean = con.sql(f"""
+            SELECT name, count(*), round(avg({exact.format(a="labels", b="source_labels")}), 3),
+                   round(avg({per_label.format(a="labels", b="source_labels")}), 3)
+            FROM (SELECT DISTINCT parent_id, v.name AS name, v.clean_labels AS labels,
+                         source_labels FROM {queried})
+            GROUP BY 1""").fetchall()
+        clean_of = {r[0]: r[1:] for r in clean}
         victims = con.sql(f"""
-            SELECT v.name,
-                   count(DISTINCT parent_id),
-                   round(avg(CASE WHEN list_sort(v.clean_labels) = list_sort(source_labels)
-                                  THEN 1.0 ELSE 0.0 END), 3),
-                   count(*),
-                   round(avg(CASE WHEN list_sort(v.adversarial_labels) = list_sort(target_labels)
-                                  THEN 1.0 ELSE 0.0 END), 3),
+            SELECT v.name, count(*),
+                   round(avg({exact.format(a="v.adversarial_labels", b="target_labels")}), 3),
                    round(avg(CASE WHEN v.success THEN 1.0 ELSE 0.0 END), 3),
                    round(avg(v.queries), 2)
             FROM {queried} GROUP BY 1 ORDER BY 1""").fetchall()
         if victims:
             tables.append(SummaryTable(
                 "victims (black box)",
-                ["victim", "clean studies", "clean accuracy", "CoRPA cases",
-                 "accuracy on CoRPA (target labels)", "success rate", "mean queries"],
-                [list(r) for r in victims]))
+                ["victim", "clean studies", "clean accuracy (exact)", "clean label accuracy",
+                 "CoRPA cases", "accuracy on CoRPA (target labels)", "success rate",
+                 "mean queries"],
+                [[r[0], *clean_of.get(r[0], (None, None, None)), *r[1:]] for r in victims]))
             per_kind = con.sql(f"""
                 SELECT v.name, kind,
-                       round(avg(CASE WHEN list_sort(v.adversarial_labels)
-                                           = list_sort(target_labels)
-                                      THEN 1.0 ELSE 0.0 END), 3), count(*)
+                       round(avg({exact.format(a="v.adversarial_labels", b="target_labels")}),
+                             3), count(*)
                 FROM {queried} GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
             tables.append(SummaryTable("victim accuracy on CoRPA cases per kind",
                                        ["victim", "kind", "accuracy", "cases"],
@@ -197,13 +204,15 @@ class CorpaRelease(DerivedConfig):
                        f"unnest(v.pgd) AS p FROM {queried})")
             pgd = con.sql(f"""
                 SELECT name, round(p.epsilon * 255, 1),
-                       round(avg(CASE WHEN list_sort(p.labels) = list_sort(source_labels)
-                                      THEN 1.0 ELSE 0.0 END), 3), count(*)
+                       round(avg({exact.format(a="p.labels", b="source_labels")}), 3),
+                       round(avg({per_label.format(a="p.labels", b="source_labels")}), 3),
+                       count(*)
                 FROM {studies} GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
             if pgd:
                 tables.append(SummaryTable(
                     "victim accuracy under white-box PGD (same clean studies)",
-                    ["victim", "epsilon (/255)", "accuracy", "studies"],
+                    ["victim", "epsilon (/255)", "accuracy (exact)", "label accuracy",
+                     "studies"],
                     [list(r) for r in pgd]))
         return tables
 
@@ -335,9 +344,15 @@ class _Lazy:
 
 def _checked(made, checker, target: list[str], source: list[str],
              log: list[dict[str, Any]]):
-    """The candidates the checker finds the target in, each with its verdict recorded."""
+    """The candidates the checker finds the target in, each with its verdict recorded. A
+    candidate the generator left unedited (no edit mask: the target's findings look like the
+    source's, e.g. consolidation for pneumonitis) has no edit to verify and is not checked;
+    its ``image_check`` stays null."""
     target = sorted(target or ["healthy"])
     for candidate in made:
+        if candidate.mask is None:
+            yield candidate
+            continue
         verdict = checker.verdict(candidate.pixels, target, source)
         log.append(verdict)
         if verdict["passed"]:

@@ -151,6 +151,8 @@ class PhantomGenerator(Generator):
             yield Candidate(pixels, mask, {"variant": n, "added": [f.to_dict() for f in added],
                                            "removed": sorted({f.kind for f in scene.findings}
                                                              - want)}, record)
+            if not adding:  # nothing varies between candidates: one is all there is
+                return
 
 
 def _hints(report: str, perturbation: Perturbation) -> dict[str, tuple[str | None, str | None]]:

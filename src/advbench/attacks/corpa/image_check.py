@@ -1,8 +1,8 @@
 """The image check: a model that is not a victim must find the target in a candidate image
 before the candidate is kept.
 
-- ``classifier``: any model of the victim registry; it passes a candidate when its labels
-  equal the target labels.
+- ``classifier``: any model of the victim registry; it passes a candidate when it finds the
+  classes the edit added and none it removed (``sees_target``).
 - ``clip``: any open_clip model (a name plus a local weights file or ``local-dir:``), zero-shot:
   it passes a candidate when the image is closer to a prompt naming the target labels than to
   one naming the source labels.
@@ -105,15 +105,30 @@ class ClassifierChecker:
                 ) -> dict[str, Any]:
         columns = {c: i for i, c in enumerate(CLASSES)}
         scores = self.victim.scores([pixels])[0]
-        answer = sorted(self.victim.predict([pixels])[0])
+        answer = set(self.victim.predict([pixels])[0])
         removed = [c for c in source if c not in target]
         return {
             "model": self.name,
             "target_score": float(np.mean([scores[columns[c]] for c in target])),
             "source_score": float(np.mean([scores[columns[c]] for c in removed]))
             if removed else None,
-            "passed": answer == sorted(target),
+            "passed": sees_target(answer, target, source),
         }
+
+
+def sees_target(answer: set[str], target: list[str], source: list[str]) -> bool:
+    """Whether a classifier's answer shows what the edit made: every added class found and no
+    removed class found; when no class changed (``inner_class``), every target class found. A
+    class the edit did not touch is not asked about: the checker's mistakes on pixels the edit
+    left as they were say nothing about the candidate (an exact match of all five labels
+    would reject good candidates for every unrelated mistake of a small checker)."""
+    diseases = set(target) - {"healthy"}
+    if not diseases:  # a normal target: no disease at all may be found
+        return answer <= {"healthy"}
+    added = diseases - set(source)
+    removed = set(source) - set(target) - {"healthy"}
+    wanted = added if (added or removed) else diseases
+    return wanted <= answer and not (removed & answer)
 
 
 def make_checker(config: ClassifierCheckConfig | ClipCheckConfig):
