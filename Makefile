@@ -28,12 +28,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/concepts.py
 
-.PHONY: bench-scale bench-corpa
+.PHONY: bench-scale bench-corpa bench-attack
 bench-scale: $(STAMP)
 	$(BIN)/python bench/build_scale.py
 
 bench-corpa: $(STAMP)
 	$(BIN)/python bench/corpa_reports.py
+
+bench-attack: $(STAMP)
+	$(BIN)/python bench/attack.py
 
 schemas: $(STAMP)
 	$(BIN)/advbench schema --out schemas

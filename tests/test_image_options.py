@@ -325,3 +325,33 @@ def test_drafted_resize_of_odd_sides_matches_too():
     full = _decoded(data).resize((250, 300), Image.Resampling.LANCZOS)
     difference = np.abs(np.asarray(_decoded(prepared.data), float) - np.asarray(full, float))
     assert difference.mean() < 1.5  # measured 0.32
+
+
+def _encoded(fmt: str, mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (9, 7), 128 if mode in ("L", "1") else (10, 120, 230)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("PNG", ".png"), ("JPEG", ".jpg"), ("TIFF", ".tiff"),
+                                              ("BMP", ".bmp"), ("GIF", ".gif"),
+                                              ("WEBP", ".webp"), ("PPM", ".pnm")])
+def test_image_suffix_names_the_format_of_bytes_kept_as_original(fmt, suffix):
+    from advbench.images import image_suffix
+
+    prepared = prepare_image(_encoded(fmt), ImageOptions(), "test")
+    assert prepared.data == _encoded(fmt)  # kept as found: the suffix must say what they are
+    assert image_suffix(prepared.data) == suffix
+    assert Image.registered_extensions()[suffix] == fmt  # Pillow reads the suffix the same way
+
+
+def test_image_suffix_table_agrees_with_pillow_and_unknown_formats_raise():
+    from advbench.images import FORMAT_SUFFIXES, image_suffix
+
+    extensions = Image.registered_extensions()
+    for fmt, suffix in FORMAT_SUFFIXES.items():
+        assert extensions[suffix] == ("JPEG" if fmt == "MPO" else fmt), fmt
+    with pytest.raises(ValueError, match="XBM"):
+        image_suffix(_encoded("XBM", "1"))  # an image Pillow names, with no suffix in the table
+    with pytest.raises(ValueError, match="cannot identify"):
+        image_suffix(b"not an image at all")

@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from advbench.attacks import identity  # noqa: F401  (registers it)
 from advbench.attacks.base import ATTACKS
 from advbench.attacks.corpa import attack as corpa_attack  # noqa: F401  (registers it)
-from advbench.sources import mimic_cxr_jpg, phantom_cxr  # noqa: F401  (registers them)
+from advbench.sources import (  # noqa: F401  (registers them)
+    dicom,
+    hf_dataset,
+    image_folder,
+    mimic_cxr_jpg,
+    phantom_cxr,
+)
 from advbench.sources.base import SOURCES
 from advbench.workers import RUNNERS, default_workers
 

@@ -54,10 +54,49 @@ def png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+# Pillow's format name -> the file suffix of a release Image ``path`` for bytes of that format.
+FORMAT_SUFFIXES = {
+    "PNG": ".png",
+    "JPEG": ".jpg",
+    "MPO": ".jpg",  # multi-picture JPEG: a JPEG to every reader
+    "TIFF": ".tiff",
+    "BMP": ".bmp",
+    "DIB": ".dib",
+    "GIF": ".gif",
+    "WEBP": ".webp",
+    "JPEG2000": ".jp2",  # a bare codestream is .j2k (below)
+    "AVIF": ".avif",
+    "PPM": ".pnm",  # any Netpbm file (PBM, PGM, PPM)
+    "TGA": ".tga",
+    "QOI": ".qoi",
+    "ICO": ".ico",
+    "PCX": ".pcx",
+    "SGI": ".sgi",
+    "PSD": ".psd",
+}
+_J2K_SIGNATURE = b"\xff\x4f\xff\x51"
+
+
 def image_suffix(data: bytes) -> str:
-    """The file suffix that matches encoded bytes (``.png``, ``.jpg``), for the Image ``path``."""
+    """The file suffix that matches encoded bytes (``.png``, ``.jpg``, ``.tiff``, ``.bmp``...),
+    for the Image ``path``.
+
+    Raises ``ValueError`` for bytes Pillow cannot identify and for a format with no suffix in
+    ``FORMAT_SUFFIXES`` (naming it), rather than give a suffix that lies about the bytes.
+    """
     if data[:8] == PNG_SIGNATURE:
         return ".png"
     if data[:3] == b"\xff\xd8\xff":
         return ".jpg"
-    return ""
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            name = image.format or "unknown"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"cannot identify the image format of the bytes: {exc}") from None
+    if name == "JPEG2000" and data[:4] == _J2K_SIGNATURE:
+        return ".j2k"
+    try:
+        return FORMAT_SUFFIXES[name]
+    except KeyError:
+        raise ValueError(f"no file suffix known for {name} images; add one to "
+                         "advbench.images.FORMAT_SUFFIXES") from None

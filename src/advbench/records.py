@@ -54,6 +54,9 @@ class Study:
     # and the body part, so attack families and readers can select by modality.
     modality: str = "XR"
     body_part: str = "chest"
+    # The diagnostic region, if the source gives one: 8-bit PNG bytes of the image's size,
+    # 255 in the region and 0 in the background.
+    mask_bytes: bytes | None = None
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""MedFocusLeak: background-confined transfer attack on medical vision-language models."""

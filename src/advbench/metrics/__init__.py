@@ -1,0 +1,1 @@
+"""Image-fidelity and attack-rate metrics for adversarial benchmark samples."""
