@@ -1,21 +1,28 @@
-"""Shared fixtures: a Prefect test harness and a tiny folder in the real MIMIC-CXR-JPG layout."""
+"""Shared fixtures: a Prefect test harness, a tiny folder in the real MIMIC-CXR-JPG layout,
+sources built from one config entry, a loopback HTTP server and tiny random open_clip models."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import json
 import os
 import tempfile
+import threading
 import zipfile
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from advbench.phantoms.layout import METADATA_COLUMNS
-from advbench.sources.base import CHEXPERT_COLUMNS
+from advbench.records import InputRejected, Study
+from advbench.sources.base import CHEXPERT_COLUMNS, Source, SourcePlan
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -161,3 +168,165 @@ def write_config(path: Path, root: Path, output: Path, *, top: dict | None = Non
             **(top or {})}
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+# -- sources -------------------------------------------------------------------------------
+
+def make_test_source(block: dict[str, Any]) -> Source:
+    """The source of a minimal build config whose only ``sources`` entry is ``block``."""
+    from advbench.config import parse_config
+    from advbench.pipeline import make_source
+
+    cfg = parse_config({"name": "t", "version": "1.0.0", "output": "out", "sources": [block]})
+    return make_source(cfg, 0)
+
+
+def load_all(source: Source) -> tuple[SourcePlan, dict[str, Study], dict[str, InputRejected]]:
+    """Plan, then load every planned ref: (plan, studies by id, rejections by id)."""
+    plan = source.plan()
+    loaded, rejected = {}, {}
+    for ref in plan.refs:
+        try:
+            loaded[ref.id] = source.load(ref)
+        except InputRejected as exc:
+            rejected[ref.id] = exc
+    return plan, loaded, rejected
+
+
+# -- a loopback HTTP server ----------------------------------------------------------------
+
+class LoopbackServer:
+    """An HTTP server on a free loopback port, serving in a daemon thread.
+
+    Each POST's JSON body is recorded in ``requests`` (as ``{"path", "headers", "body"}``) and
+    answered with what ``respond`` returns: (status, body), the body sent as JSON (bytes as they
+    are). Subclasses override ``respond``; by default it replies with the next of the scripted
+    ``steps``. ``url`` is the server's ``/v1`` base URL.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[tuple] = []
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                request = {"path": self.path, "headers": dict(self.headers),
+                           "body": json.loads(raw)}
+                with server.lock:
+                    server.requests.append(request)
+                status, body = server.respond(request)
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (a timeout)
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._closed = False
+        threading.Thread(target=self.httpd.serve_forever, args=(0.01,), daemon=True).start()
+
+    def respond(self, request: dict) -> tuple[int, Any]:
+        """The reply to one request (already recorded): the next scripted step."""
+        return self.next_step()
+
+    def next_step(self, default: tuple | None = None) -> tuple:
+        """The next of ``steps`` (taken off the list), or ``default`` when none is left."""
+        with self.lock:
+            if self.steps:
+                return self.steps.pop(0)
+        if default is None:
+            raise AssertionError("the test scripted too few steps")
+        return default
+
+    def close(self) -> None:
+        """Stop serving and free the port (again: nothing)."""
+        if not self._closed:
+            self._closed = True
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
+@pytest.fixture
+def loopback() -> Iterator[Callable[..., Any]]:
+    """Starts a ``LoopbackServer``, or the subclass given (``loopback(FakeServer)``), and
+    closes it after the test."""
+    servers: list[LoopbackServer] = []
+
+    def start(cls: type[LoopbackServer] = LoopbackServer) -> Any:
+        servers.append(cls())
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+# -- tiny random open_clip models ----------------------------------------------------------
+
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                          "layers": 2}}
+# surrogate-like: ViT and ModifiedResNet towers with 32-wide heads, a one-layer text tower
+_TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+TINY_VIT = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64,
+                                            "patch_size": 8, "head_width": 32},
+            "text_cfg": _TINY_TEXT}
+TINY_RN = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1],
+                                           "width": 8, "head_width": 32},
+           "text_cfg": _TINY_TEXT}
+
+
+def write_tiny_open_clip(folder: Path, name: str, config: dict | None = None, *,
+                         seed: int = 0) -> tuple[Path, Path]:
+    """A random open_clip model of architecture ``config`` (default ``TINY_CLIP``) written to
+    ``folder``: its config JSON ``<name>.json`` (registered with open_clip as model ``name``)
+    and its weights ``<name>-<seed>.bin``, initialised from ``seed``. Returns (config, weights).
+    """
+    import open_clip
+    import torch
+
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(TINY_CLIP if config is None else config))
+    open_clip.add_model_config(path)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name)
+    weights = folder / f"{name}-{seed}.bin"
+    torch.save(model.state_dict(), weights)
+    return path, weights
+
+
+def write_open_clip_local_dir(folder: Path, config: Path, weights: Path) -> str:
+    """The model of ``write_tiny_open_clip`` as a ``local-dir:`` bundle in ``folder`` (created):
+    ``open_clip_config.json`` and ``open_clip_pytorch_model.bin``; returns ``local-dir:folder``.
+    """
+    folder.mkdir(parents=True)
+    model_cfg = json.loads(config.read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    (folder / "open_clip_pytorch_model.bin").write_bytes(weights.read_bytes())
+    return f"local-dir:{folder}"
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """One torch thread for a test module: tiny models gain nothing from threads, and on a
+    shared 2-core machine OpenMP threads contending with other processes make each op tens of
+    times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -4,50 +4,27 @@ torch's own attention weights computed block by block."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 from advbench.models.clip import ClipSpec, Surrogate, clear_cache, load_surrogate  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    TINY_RN,
+    TINY_VIT,
+    write_open_clip_local_dir,
+    write_tiny_open_clip,
+)
 
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
-TINY_VIT = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64,
-                                            "patch_size": 8, "head_width": 32},
-            "text_cfg": TEXT}
-TINY_RN = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1],
-                                           "width": 8, "head_width": 32},
-           "text_cfg": TEXT}
-
-
-def write_tiny(folder, name: str, cfg: dict, seed: int = 0):
-    """Config JSON + weights of a random tiny CLIP; returns (config file, weights file)."""
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(cfg))
-    open_clip.add_model_config(path)
-    torch.manual_seed(seed)
-    model = open_clip.create_model(name)
-    torch.save(model.state_dict(), folder / f"{name}.bin")
-    return path, folder / f"{name}.bin"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads
-    contending with other processes make each op tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clip")
-    vit = write_tiny(folder, "mfl-tiny-vit", TINY_VIT)
-    rn = write_tiny(folder, "mfl-tiny-rn", TINY_RN)
+    vit = write_tiny_open_clip(folder, "mfl-tiny-vit", TINY_VIT)
+    rn = write_tiny_open_clip(folder, "mfl-tiny-rn", TINY_RN)
     return {"vit": vit, "rn": rn, "folder": folder}
 
 
@@ -124,13 +101,8 @@ def test_resnet_tower_has_no_attention_and_says_why(tiny):
 
 
 def test_local_dir_and_input_size_override(tiny, tmp_path):
-    cfg, weights = tiny["vit"]
-    folder = tmp_path / "bundle"
-    folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_VIT}))
-    (folder / "open_clip_pytorch_model.bin").write_bytes(weights.read_bytes())
-    s = load_surrogate(ClipSpec(model="bundle", pretrained=f"local-dir:{folder}",
-                                device="cpu"))
+    bundle = write_open_clip_local_dir(tmp_path / "bundle", *tiny["vit"])
+    s = load_surrogate(ClipSpec(model="bundle", pretrained=bundle, device="cpu"))
     ref = load_surrogate(spec(tiny["vit"]))
     x = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(s.encode_image(x), ref.encode_image(x))

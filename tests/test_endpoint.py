@@ -3,60 +3,28 @@
 from __future__ import annotations
 
 import base64
-import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from pydantic import ValidationError
 
 from advbench.models.endpoint import ChatClient, EndpointConfig, EndpointError
+from tests.conftest import LoopbackServer
 
 
 def reply(text: str) -> dict:
     return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
 
 
-class FakeServer:
+class FakeServer(LoopbackServer):
     """Answers each POST with the next scripted step: (status, body) or ("sleep", seconds)."""
 
-    def __init__(self) -> None:
-        self.steps: list[tuple] = []
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                with server.lock:
-                    server.requests.append({"path": self.path, "headers": dict(self.headers),
-                                            "body": json.loads(raw)})
-                    step = server.steps.pop(0) if server.steps else (200, reply("default"))
-                if step[0] == "sleep":
-                    time.sleep(step[1])
-                    step = (200, reply("too late"))
-                status, body = step
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (timeout test)
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.01,),
-                                       daemon=True)
+    def respond(self, request: dict) -> tuple[int, object]:
+        step = self.next_step(default=(200, reply("default")))
+        if step[0] == "sleep":
+            time.sleep(step[1])
+            step = (200, reply("too late"))
+        return step
 
     def client(self, **overrides: object) -> ChatClient:
         config = {"url": self.url, "model": "test-model", "backoff_s": 0.001, "retries": 2,
@@ -65,12 +33,8 @@ class FakeServer:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeServer]:
-    s = FakeServer()
-    s.thread.start()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+def server(loopback) -> FakeServer:
+    return loopback(FakeServer)
 
 
 USER = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
@@ -157,8 +121,7 @@ def test_timeout_is_retried_then_fails_with_endpoint_error(server: FakeServer):
 
 def test_connection_refused_is_retried_then_fails(server: FakeServer):
     url = server.url
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    server.close()
     client = ChatClient(EndpointConfig(url=url, model="m", retries=1, backoff_s=0.001))
     with pytest.raises(EndpointError, match="Connect.*2 attempts"):
         client.complete(USER)

@@ -3,32 +3,16 @@ weights written to a folder, loaded back with nothing downloaded, judging target
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from advbench.attacks.corpa.image_check import ClipCheckConfig, make_checker
-
-TINY = {"embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                     "layers": 2}}
+from tests.conftest import write_open_clip_local_dir, write_tiny_open_clip
 
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    import open_clip
-    import torch
-
-    folder = tmp_path_factory.mktemp("clip")
-    cfg = folder / "tiny-clip.json"
-    cfg.write_text(json.dumps(TINY))
-    open_clip.add_model_config(cfg)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-clip")
-    torch.save(model.state_dict(), folder / "tiny.bin")
-    return cfg, folder / "tiny.bin"
+    return write_tiny_open_clip(tmp_path_factory.mktemp("clip"), "tiny-clip")
 
 
 def test_clip_check_loads_local_weights_and_scores_target_against_source(tiny_clip):
@@ -45,6 +29,18 @@ def test_clip_check_loads_local_weights_and_scores_target_against_source(tiny_cl
     assert w["target_score"] == pytest.approx(v["source_score"], abs=1e-5)
     assert checker.prompt(["cardiomegaly", "pleural_effusion"]) == (
         "a chest radiograph showing a pleural effusion and an enlarged heart")
+
+
+def test_clip_check_loads_a_local_dir_bundle_like_the_same_files(tiny_clip, tmp_path):
+    cfg, weights = tiny_clip
+    bundle = make_checker(ClipCheckConfig(
+        model="tiny-clip", pretrained=write_open_clip_local_dir(tmp_path / "b", cfg, weights),
+        device="cpu"))
+    files = make_checker(ClipCheckConfig(model="tiny-clip", pretrained=str(weights),
+                                         model_config_file=cfg, device="cpu"))
+    image = np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)
+    v, w = (c.verdict(image, ["cardiomegaly"], ["healthy"]) for c in (bundle, files))
+    assert v["target_score"] == pytest.approx(w["target_score"], abs=1e-6)
 
 
 def test_clip_check_names_missing_weights(tmp_path):

@@ -21,19 +21,12 @@ from advbench.attacks.medfocusleak.objective import (  # noqa: E402
 )
 from advbench.attacks.medfocusleak.regions import background_squares  # noqa: E402
 from advbench.models.clip import ClipSpec, load_surrogate  # noqa: E402
-from tests.test_clip_surrogates import TINY_RN, TINY_VIT, write_tiny  # noqa: E402
+from tests.conftest import TINY_RN, TINY_VIT, write_tiny_open_clip  # noqa: E402
 
 TEXTS = ["large left pleural effusion", "right apical pneumothorax", "moderate cardiomegaly"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads
-    contending with other processes make each op tens of times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +34,7 @@ def surrogates(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clip")
     out = []
     for name, cfg in (("mfl-atk-vit", TINY_VIT), ("mfl-atk-rn", TINY_RN)):
-        cfg_file, weights = write_tiny(folder, name, cfg)
+        cfg_file, weights = write_tiny_open_clip(folder, name, cfg)
         out.append(load_surrogate(ClipSpec(model=name, pretrained=str(weights),
                                            model_config_file=cfg_file, device="cpu")))
     return out

@@ -3,15 +3,11 @@ other modalities by edited attributes, negation, no answer) and the LLM judge ov
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from advbench.attacks.medfocusleak.judge import LlmJudge, RuleJudge, is_misdirected
 from advbench.models.endpoint import ChatClient, EndpointConfig
+from tests.conftest import LoopbackServer
 
 CXR = ("There is a focal consolidation in the right lower lobe. No pleural effusion or "
        "pneumothorax. Heart size is normal.")
@@ -208,35 +204,12 @@ def test_no_answer_or_nothing_to_judge_is_none():
 
 # -- LLM judge over loopback ----------------------------------------------------------------
 
-class JudgeServer:
+class JudgeServer(LoopbackServer):
     """Answers POSTs with scripted (status, content) steps."""
 
-    def __init__(self) -> None:
-        self.steps: list[tuple[int, str]] = []
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                status, content = server.steps.pop(0)
-                data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                            "content": content}}]}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.01,),
-                                       daemon=True)
+    def respond(self, request: dict) -> tuple[int, dict]:
+        status, content = self.next_step()
+        return status, {"choices": [{"message": {"role": "assistant", "content": content}}]}
 
     def judge(self) -> LlmJudge:
         return LlmJudge(ChatClient(EndpointConfig(url=self.url, model="judge", retries=1,
@@ -244,12 +217,8 @@ class JudgeServer:
 
 
 @pytest.fixture
-def judge_server() -> Iterator[JudgeServer]:
-    s = JudgeServer()
-    s.thread.start()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+def judge_server(loopback) -> JudgeServer:
+    return loopback(JudgeServer)
 
 
 SIZE = [edit("size", "1.2 cm", "2.4 cm")]
@@ -261,7 +230,7 @@ def test_llm_judge_returns_the_models_json_verdict(judge_server):
     verdict = judge_server.judge().judge("A 2.4 cm nodule.", US, TARGET, SIZE, modality="US")
     assert (verdict.misdirected, verdict.reason, verdict.source, verdict.fallback_reason) == (
         False, "says 1.2 cm", "llm", None)  # the LLM's word, even against the rule
-    prompt = judge_server.requests[0]["messages"][0]["content"]
+    prompt = judge_server.requests[0]["body"]["messages"][0]["content"]
     assert "A 2.4 cm nodule." in prompt and TARGET in prompt and "ultrasound" in prompt
     assert '"to": "2.4 cm"' in prompt
 

@@ -10,28 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advbench.config import load_config, parse_config
+from advbench.config import load_config
 from advbench.pipeline import make_source
-from advbench.records import InputRejected
 from advbench.sources.base import SourceError
-from tests.conftest import make_mimic_root
+from tests.conftest import load_all, make_mimic_root, make_test_source
 
 
 def _source(root: Path, **extra):
-    cfg = parse_config({"name": "t", "version": "1.0.0", "output": "out",
-                        "sources": [{"kind": "mimic-cxr-jpg", "root": str(root), **extra}]})
-    return make_source(cfg, 0)
-
-
-def _load_all(source):
-    plan = source.plan()
-    loaded, rejected = {}, {}
-    for ref in plan.refs:
-        try:
-            loaded[ref.id] = source.load(ref)
-        except InputRejected as exc:
-            rejected[ref.id] = exc
-    return plan, loaded, rejected
+    return make_test_source({"kind": "mimic-cxr-jpg", "root": str(root), **extra})
 
 
 def test_selection_reasons(mimic_root):
@@ -48,7 +34,7 @@ def test_selection_reasons(mimic_root):
 
 
 def test_load_rejections_name_the_input(mimic_root):
-    _, loaded, rejected = _load_all(_source(mimic_root))
+    _, loaded, rejected = load_all(_source(mimic_root))
     assert sorted(loaded) == ["d0001-pa", "d0002-pa", "d0003-pa", "d0008-pa"]
     assert {k: v.reason for k, v in rejected.items()} == {
         "d0004-pa": "missing_report", "d0005-pa": "empty_report",
@@ -60,7 +46,7 @@ def test_load_rejections_name_the_input(mimic_root):
 
 
 def test_loaded_study_fields_and_chexpert_join(mimic_root):
-    _, loaded, _ = _load_all(_source(mimic_root))
+    _, loaded, _ = load_all(_source(mimic_root))
     s = loaded["d0001-pa"]
     assert (s.subject_id, s.study_id, s.view_position, s.split) == ("10000001", "50000001",
                                                                     "PA", "train")
@@ -78,7 +64,7 @@ def test_reports_folder_and_plain_csv_read_the_same(tmp_path):
     for gz in root.glob("*.csv.gz"):
         gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
         gz.unlink()
-    _, loaded, rejected = _load_all(_source(root))
+    _, loaded, rejected = load_all(_source(root))
     assert sorted(loaded) == ["d0001-pa", "d0002-pa", "d0003-pa", "d0008-pa"]
     assert rejected["d0004-pa"].reason == "missing_report"
     assert loaded["d0003-pa"].report_path == "mimic-cxr-reports/files/p10/p10000003/s50000003.txt"
@@ -102,7 +88,7 @@ def test_explicit_reports_path_relative_to_config(tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)
     source = make_source(load_config(path), 0)
     assert source.reports_path().resolve() == (configs / "elsewhere.zip").resolve()
-    _, loaded, _ = _load_all(source)
+    _, loaded, _ = load_all(source)
     assert len(loaded) == 4
 
 
@@ -136,18 +122,18 @@ def test_license_is_credentialed(mimic_root):
 
 
 def test_loaded_studies_are_chest_radiographs(mimic_root):
-    _, loaded, _ = _load_all(_source(mimic_root))
+    _, loaded, _ = load_all(_source(mimic_root))
     assert {(s.modality, s.body_part) for s in loaded.values()} == {("XR", "chest")}
 
 
 def test_missing_report_names_the_study_and_the_reports_zip(mimic_root):
-    _, _, rejected = _load_all(_source(mimic_root))
+    _, _, rejected = load_all(_source(mimic_root))
     message = rejected["d0004-pa"].message
     assert "s50000004" in message and "mimic-cxr-reports.zip" in message
 
 
 def test_default_image_option_keeps_the_file_bytes(mimic_root):
     source = _source(mimic_root)
-    _, loaded, _ = _load_all(source)
+    _, loaded, _ = load_all(source)
     for study in loaded.values():
         assert study.image_bytes == (mimic_root / study.image_path).read_bytes()

@@ -12,11 +12,10 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from advbench.config import ConfigError, parse_config
-from advbench.pipeline import make_source
-from advbench.records import InputRejected
+from advbench.config import ConfigError
 from advbench.sources.base import SourceError
 from advbench.sources.dicom import apply_window
+from tests.conftest import load_all, make_test_source
 
 
 def write_dicom(path: Path, pixels: np.ndarray, *, uid: str | None = "auto", dtype=np.int16,
@@ -49,20 +48,7 @@ def write_dicom(path: Path, pixels: np.ndarray, *, uid: str | None = "auto", dty
 
 
 def _source(root: Path, **extra):
-    cfg = parse_config({"name": "t", "version": "1.0.0", "output": "out",
-                        "sources": [{"kind": "dicom", "root": str(root), **extra}]})
-    return make_source(cfg, 0)
-
-
-def _load_all(source):
-    plan = source.plan()
-    loaded, rejected = {}, {}
-    for ref in plan.refs:
-        try:
-            loaded[ref.id] = source.load(ref)
-        except InputRejected as exc:
-            rejected[ref.id] = exc
-    return plan, loaded, rejected
+    return make_test_source({"kind": "dicom", "root": str(root), **extra})
 
 
 def _pixels(data: bytes) -> np.ndarray:
@@ -87,7 +73,7 @@ CT_TAGS = {"RescaleSlope": 1, "RescaleIntercept": -1024}
 def test_window_from_file_tags_applies_rescale_first_and_first_value(tmp_path):
     write_dicom(tmp_path / "a.dcm", RAMP, WindowCenter=[40, -600], WindowWidth=[400, 1500],
                 **CT_TAGS)
-    _, loaded, _ = _load_all(_source(tmp_path, require_findings=False))
+    _, loaded, _ = load_all(_source(tmp_path, require_findings=False))
     (study,) = loaded.values()
     assert _pixels(study.image_bytes).tolist() == [[0, 128, 255, 0, 255]]
     assert study.extra["window_from"] == "tags" and study.extra["window"] == [40.0, 400.0]
@@ -96,9 +82,9 @@ def test_window_from_file_tags_applies_rescale_first_and_first_value(tmp_path):
 
 def test_config_window_wins_over_file_tags_and_presets_match_explicit_values(tmp_path):
     write_dicom(tmp_path / "a.dcm", RAMP, WindowCenter=40, WindowWidth=400, **CT_TAGS)
-    explicit = _load_all(_source(tmp_path, require_findings=False,
-                                 window={"center": -600, "width": 1500}))[1]
-    preset = _load_all(_source(tmp_path, require_findings=False, window="lung"))[1]
+    explicit = load_all(_source(tmp_path, require_findings=False,
+                                window={"center": -600, "width": 1500}))[1]
+    preset = load_all(_source(tmp_path, require_findings=False, window="lung"))[1]
     (a,), (b,) = explicit.values(), preset.values()
     expected = apply_window(RAMP.astype(float) - 1024, -600, 1500)
     assert _pixels(a.image_bytes).tolist() == expected.tolist()
@@ -113,7 +99,7 @@ def test_unknown_window_preset_is_a_config_error(tmp_path):
 
 def test_without_window_tags_the_full_range_is_used(tmp_path):
     write_dicom(tmp_path / "a.dcm", RAMP, **CT_TAGS)
-    (study,) = _load_all(_source(tmp_path, require_findings=False))[1].values()
+    (study,) = load_all(_source(tmp_path, require_findings=False))[1].values()
     out = _pixels(study.image_bytes)
     assert out.min() == 0 and out.max() == 255 and study.extra["window_from"] == "range"
     assert out[0, 3] == 0 and out[0, 4] == 255
@@ -124,7 +110,7 @@ def test_monochrome1_is_inverted(tmp_path):
                 **CT_TAGS)
     write_dicom(tmp_path / "m1.dcm", RAMP, uid="1.2.3.1", WindowCenter=40, WindowWidth=400,
                 PhotometricInterpretation="MONOCHROME1", **CT_TAGS)
-    loaded = _load_all(_source(tmp_path, require_findings=False))[1]
+    loaded = load_all(_source(tmp_path, require_findings=False))[1]
     m1, m2 = _pixels(loaded["1.2.3.1"].image_bytes), _pixels(loaded["1.2.3.2"].image_bytes)
     assert m1.tolist() == (255 - m2).tolist() and m2.tolist() == [[0, 128, 255, 0, 255]]
 
@@ -135,14 +121,14 @@ def test_multiframe_uses_the_middle_frame_or_the_one_chosen(tmp_path):
     window = {"center": 200, "width": 401}  # 0 -> 0, 200 -> 128, 400 -> 255
 
     def value(**extra) -> int:
-        (study,) = _load_all(_source(tmp_path, require_findings=False, window=window,
-                                     **extra))[1].values()
+        (study,) = load_all(_source(tmp_path, require_findings=False, window=window,
+                                    **extra))[1].values()
         assert (study.width, study.height, study.extra["frames"]) == (4, 3, 5)
         return int(np.unique(_pixels(study.image_bytes))[0])
 
     assert value() == 128  # frame 2 of 5
     assert value(frame=4) == 255 and value(frame=0) == 0
-    _, _, rejected = _load_all(_source(tmp_path, require_findings=False, frame=9))
+    _, _, rejected = load_all(_source(tmp_path, require_findings=False, frame=9))
     (exc,) = rejected.values()
     assert exc.reason == "frame_out_of_range" and "mf.dcm" in exc.message
 
@@ -161,7 +147,7 @@ def test_enhanced_multiframe_reads_rescale_and_window_from_functional_groups(tmp
                  for c, w in ((-600, 1500), (40, 400), (400, 1800))]
     write_dicom(tmp_path / "enhanced.dcm", frames, SharedFunctionalGroupsSequence=[shared],
                 PerFrameFunctionalGroupsSequence=per_frame)
-    (study,) = _load_all(_source(tmp_path, require_findings=False))[1].values()
+    (study,) = load_all(_source(tmp_path, require_findings=False))[1].values()
     assert study.extra["frame"] == 1 and study.extra["window"] == [40.0, 400.0]
     assert _pixels(study.image_bytes).tolist() == [[0, 128, 255, 0, 255]]
 
@@ -171,7 +157,7 @@ def test_rgb_dicom_stays_colour(tmp_path):
     write_dicom(tmp_path / "rgb.dcm", rgb, dtype=np.uint8, SamplesPerPixel=3,
                 PhotometricInterpretation="RGB", PlanarConfiguration=0, BitsAllocated=8,
                 BitsStored=8, HighBit=7, PixelRepresentation=0)
-    (study,) = _load_all(_source(tmp_path, require_findings=False))[1].values()
+    (study,) = load_all(_source(tmp_path, require_findings=False))[1].values()
     assert _pixels(study.image_bytes).tolist() == rgb.tolist()
 
 
@@ -185,7 +171,7 @@ def test_non_dicom_truncated_and_pixel_less_files_are_rejected_naming_the_file(t
     (tmp_path / "cut.dcm").write_bytes(data[: len(data) - 4000])
     write_dicom(tmp_path / "empty.dcm", np.zeros((4, 4))[:0], uid="1.2.3.3", Rows=4, Columns=4)
 
-    plan, loaded, rejected = _load_all(_source(tmp_path, require_findings=False))
+    plan, loaded, rejected = load_all(_source(tmp_path, require_findings=False))
     assert [o.reason for o in plan.rejected] == ["not_dicom", "not_dicom"]
     assert str(tmp_path / "notes.txt") in plan.rejected[0].message
     assert str(tmp_path / "sub" / "fake.dcm") in plan.rejected[1].message
@@ -204,7 +190,7 @@ def test_findings_and_splits_come_from_metadata_by_path_or_uid(tmp_path):
         {"path": "a/one.dcm", "findings": "A 2 cm nodule.", "split": "train"},
         {"sop_instance_uid": "1.2.3.2", "findings": "No nodule.", "split": "validate"},
     ])
-    plan, loaded, rejected = _load_all(_source(tmp_path))
+    plan, loaded, rejected = load_all(_source(tmp_path))
     assert {r.id: r.split for r in plan.refs} == {"1.2.3.1": "train", "1.2.3.2": "validation",
                                                   "1.2.3.3": "test"}
     assert not plan.rejected  # metadata.csv is not an input
@@ -213,7 +199,7 @@ def test_findings_and_splits_come_from_metadata_by_path_or_uid(tmp_path):
     assert loaded["1.2.3.1"].report_path == "metadata.csv#row=1"
     assert rejected["1.2.3.3"].reason == "no_findings" and "three.dcm" in rejected[
         "1.2.3.3"].message
-    kept = _load_all(_source(tmp_path, require_findings=False))[1]
+    kept = load_all(_source(tmp_path, require_findings=False))[1]
     assert kept["1.2.3.3"].report == ""
     only_train = _source(tmp_path, splits=["train"]).plan()
     assert [r.id for r in only_train.refs] == ["1.2.3.1"]
@@ -245,7 +231,7 @@ def test_modality_code_and_body_part_from_tags_metadata_or_config(tmp_path):
     write_dicom(tmp_path / "mr.dcm", RAMP, uid="1.2", Modality="MR")
     write_dicom(tmp_path / "us.dcm", RAMP, uid="1.3", Modality="US", BodyPartExamined="LIVER")
     _metadata(tmp_path, [{"path": "us.dcm", "findings": "x", "body_part": "Kidney"}])
-    loaded = _load_all(_source(tmp_path, require_findings=False, body_part="abdomen"))[1]
+    loaded = load_all(_source(tmp_path, require_findings=False, body_part="abdomen"))[1]
     assert (loaded["1.1"].modality, loaded["1.1"].body_part) == ("XR", "chest")
     assert (loaded["1.2"].modality, loaded["1.2"].body_part) == ("MR", "abdomen")
     assert (loaded["1.3"].modality, loaded["1.3"].body_part) == ("US", "kidney")
@@ -269,7 +255,7 @@ def test_masks_good_missing_and_wrong_size(tmp_path):
         {"path": "s1.dcm", "findings": "f", "mask": "masks/absent.png"},
         {"path": "s2.dcm", "findings": "f", "mask": "masks/s2.png"},
     ])
-    plan, loaded, rejected = _load_all(_source(tmp_path))
+    plan, loaded, rejected = load_all(_source(tmp_path))
     assert not plan.rejected  # mask files are not inputs
     mask = _pixels(loaded["1.0"].mask_bytes)
     assert mask.shape == (6, 8) and mask.dtype == np.uint8
@@ -285,7 +271,7 @@ def test_mask_is_resized_with_the_image(tmp_path):
     mask[:, :40] = 255
     _png(mask, tmp_path / "m.png")
     _metadata(tmp_path, [{"path": "big.dcm", "findings": "f", "mask": "m.png"}])
-    (study,) = _load_all(_source(tmp_path, image={"max_side": 20}))[1].values()
+    (study,) = load_all(_source(tmp_path, image={"max_side": 20}))[1].values()
     small = _pixels(study.mask_bytes)
     assert (study.width, study.height) == (20, 10) and small.shape == (10, 20)
     assert small[:, :10].min() == 255 and small[:, 10:].max() == 0

@@ -10,10 +10,8 @@ import pytest
 from datasets import Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from advbench.config import parse_config
-from advbench.pipeline import make_source
-from advbench.records import InputRejected
 from advbench.sources.base import SourceError
+from tests.conftest import load_all, make_test_source
 
 FEATURES = Features({"uid": Value("string"), "image": Image(), "findings": Value("string"),
                      "mask": Image(), "modality": Value("string")})
@@ -40,27 +38,14 @@ def _rows(prefix: str, count: int, **overrides) -> dict[str, list]:
 
 
 def _source(path: Path, **extra):
-    cfg = parse_config({"name": "t", "version": "1.0.0", "output": "out",
-                        "sources": [{"kind": "hf-dataset", "path": str(path), **extra}]})
-    return make_source(cfg, 0)
-
-
-def _load_all(source):
-    plan = source.plan()
-    loaded, rejected = {}, {}
-    for ref in plan.refs:
-        try:
-            loaded[ref.id] = source.load(ref)
-        except InputRejected as exc:
-            rejected[ref.id] = exc
-    return plan, loaded, rejected
+    return make_test_source({"kind": "hf-dataset", "path": str(path), **extra})
 
 
 def test_saved_dataset_dict_loads_with_its_splits_bytes_and_masks(tmp_path):
     train, test = _rows("tr", 3), _rows("te", 2)
     DatasetDict({"train": Dataset.from_dict(train, features=FEATURES),
                  "test": Dataset.from_dict(test, features=FEATURES)}).save_to_disk(tmp_path / "d")
-    plan, loaded, rejected = _load_all(_source(
+    plan, loaded, rejected = load_all(_source(
         tmp_path / "d", id_column="uid", mask_column="mask", modality_column="modality",
         body_part="eye"))
     assert not rejected and not plan.rejected
@@ -81,8 +66,8 @@ def test_parquet_folder_groups_files_into_splits_by_name(tmp_path):
         folder / "data" / "train-00000-of-00001.parquet")
     Dataset.from_dict(_rows("b", 1), features=FEATURES).to_parquet(
         folder / "data" / "validation-00000-of-00001.parquet")
-    plan, loaded, rejected = _load_all(_source(folder, id_column="uid", modality="OP",
-                                               cache_dir=str(tmp_path / "cache")))
+    plan, loaded, rejected = load_all(_source(folder, id_column="uid", modality="OP",
+                                              cache_dir=str(tmp_path / "cache")))
     assert not rejected
     assert {r.id: r.split for r in plan.refs} == {"a0": "train", "a1": "train",
                                                   "b0": "validation"}
@@ -108,8 +93,8 @@ def test_bad_rows_are_rejected_with_reasons(tmp_path):
     rows["mask"][2] = small
     rows["image"][3] = {"bytes": b"\x89PNG\r\n\x1a\n broken", "path": None}
     Dataset.from_dict(rows, features=FEATURES).save_to_disk(tmp_path / "bad")
-    _, loaded, rejected = _load_all(_source(tmp_path / "bad", id_column="uid",
-                                            mask_column="mask"))
+    _, loaded, rejected = load_all(_source(tmp_path / "bad", id_column="uid",
+                                           mask_column="mask"))
     assert list(loaded) == ["r0"]
     assert {k: v.reason for k, v in rejected.items()} == {
         "r1": "no_findings", "r2": "mask_size_mismatch", "r3": "unreadable_image"}
@@ -121,7 +106,7 @@ def test_image_paths_are_read_relative_to_the_dataset_folder(tmp_path):
     folder.mkdir()
     (folder / "img.png").write_bytes(_png(np.full((5, 6), 9)))
     Dataset.from_dict({"file": ["img.png", "gone.png"], "text": ["a", "b"]}).save_to_disk(folder)
-    _, loaded, rejected = _load_all(_source(folder, image_column="file", text_column="text"))
+    _, loaded, rejected = load_all(_source(folder, image_column="file", text_column="text"))
     (study,) = loaded.values()
     assert study.image_bytes == (folder / "img.png").read_bytes()
     (exc,) = rejected.values()

@@ -11,28 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from advbench.config import ConfigError, parse_config
-from advbench.pipeline import make_source
-from advbench.records import InputRejected
+from advbench.config import ConfigError
 from advbench.sources.base import SourceError
 from advbench.sources.metadata import seeded_split
+from tests.conftest import load_all, make_test_source
 
 
 def _source(root: Path, **extra):
-    cfg = parse_config({"name": "t", "version": "1.0.0", "output": "out",
-                        "sources": [{"kind": "image-folder", "root": str(root), **extra}]})
-    return make_source(cfg, 0)
-
-
-def _load_all(source):
-    plan = source.plan()
-    loaded, rejected = {}, {}
-    for ref in plan.refs:
-        try:
-            loaded[ref.id] = source.load(ref)
-        except InputRejected as exc:
-            rejected[ref.id] = exc
-    return plan, loaded, rejected
+    return make_test_source({"kind": "image-folder", "root": str(root), **extra})
 
 
 def _save(array: np.ndarray, path: Path, **kwargs) -> bytes:
@@ -68,7 +54,7 @@ def test_colour_images_stay_colour_and_keep_their_bytes(tmp_path):
         {"id": "j", "path": "b.jpg", "findings": "f", "modality": "DERMOSCOPY"},
         {"id": "t", "path": "c.tiff", "findings": "f", "modality": "SM"},
     ])
-    _, loaded, rejected = _load_all(_source(tmp_path))
+    _, loaded, rejected = load_all(_source(tmp_path))
     assert not rejected
     assert loaded["p"].image_bytes == png and loaded["j"].image_bytes == jpg
     assert loaded["t"].image_bytes == tif
@@ -76,7 +62,7 @@ def test_colour_images_stay_colour_and_keep_their_bytes(tmp_path):
         assert _decode(study.image_bytes).mode == "RGB"
         assert (study.width, study.height) == (16, 12)
     assert [loaded[k].modality for k in "pjt"] == ["OP", "DMS", "SM"]
-    as_png = _load_all(_source(tmp_path, image={"format": "png"}))[1]["j"]
+    as_png = load_all(_source(tmp_path, image={"format": "png"}))[1]["j"]
     assert _decode(as_png.image_bytes).mode == "RGB"
 
 
@@ -89,7 +75,7 @@ def test_missing_corrupt_and_unsupported_images_are_rejected_naming_the_file(tmp
         {"id": "broken", "path": "broken.png", "findings": "f"},
         {"id": "anim", "path": "anim.gif", "findings": "f"},
     ])
-    plan, loaded, rejected = _load_all(_source(tmp_path))
+    plan, loaded, rejected = load_all(_source(tmp_path))
     assert list(loaded) == ["ok"]
     assert rejected["gone"].reason == "missing_image" and "gone.png" in rejected["gone"].message
     assert rejected["broken"].reason == "unreadable_image"
@@ -101,7 +87,7 @@ def test_images_not_in_the_metadata_are_ignored(tmp_path):
     for name in ("listed.png", "other.png", "deep/also.png"):
         _save(RGB, tmp_path / name)
     _write_csv(tmp_path, [{"id": "listed", "path": "listed.png", "findings": "f"}])
-    plan, loaded, _ = _load_all(_source(tmp_path))
+    plan, loaded, _ = load_all(_source(tmp_path))
     assert list(loaded) == ["listed"] and not plan.rejected
 
 
@@ -110,7 +96,7 @@ def test_jsonl_metadata_reads_like_csv_and_keeps_extra_columns(tmp_path):
     row = {"path": "g.png", "findings": "Small cyst.", "modality": "US", "body_part": "Liver",
            "size_mm": 12, "side": "right", "split": "test"}
     (tmp_path / "meta.jsonl").write_text(json.dumps(row) + "\n\n")
-    (study,) = _load_all(_source(tmp_path, metadata=str(tmp_path / "meta.jsonl")))[1].values()
+    (study,) = load_all(_source(tmp_path, metadata=str(tmp_path / "meta.jsonl")))[1].values()
     assert study.id.startswith("img-") and study.report == "Small cyst."
     assert (study.modality, study.body_part, study.split) == ("US", "liver", "test")
     assert study.extra["metadata"] == {"size_mm": "12", "side": "right"}
@@ -149,9 +135,9 @@ def test_seeded_split_depends_on_seed_and_id_only():
 def test_findings_are_required_unless_configured(tmp_path):
     _save(RGB, tmp_path / "x.png")
     _write_csv(tmp_path, [{"id": "a", "path": "x.png", "findings": "  "}])
-    _, _, rejected = _load_all(_source(tmp_path))
+    _, _, rejected = load_all(_source(tmp_path))
     assert rejected["a"].reason == "no_findings" and "x.png" in rejected["a"].message
-    _, loaded, _ = _load_all(_source(tmp_path, require_findings=False))
+    _, loaded, _ = load_all(_source(tmp_path, require_findings=False))
     assert loaded["a"].report == ""
 
 
@@ -167,7 +153,7 @@ def test_masks_good_missing_wrong_size_and_resized_with_the_image(tmp_path):
         {"id": "turned", "path": "x.png", "findings": "f", "mask": "m/turned.png"},
         {"id": "none", "path": "x.png", "findings": "f"},
     ])
-    _, loaded, rejected = _load_all(_source(tmp_path))
+    _, loaded, rejected = load_all(_source(tmp_path))
     mask = np.asarray(_decode(loaded["good"].mask_bytes))
     assert mask.shape == (12, 16) and set(np.unique(mask)) == {0, 255}
     assert (mask == region).all() and loaded["none"].mask_bytes is None
@@ -175,7 +161,7 @@ def test_masks_good_missing_wrong_size_and_resized_with_the_image(tmp_path):
     assert rejected["turned"].reason == "mask_size_mismatch"
     assert "turned.png" in rejected["turned"].message
 
-    _, loaded, _ = _load_all(_source(tmp_path, image={"max_side": 8}))
+    _, loaded, _ = load_all(_source(tmp_path, image={"max_side": 8}))
     small = np.asarray(_decode(loaded["good"].mask_bytes))
     assert (loaded["good"].width, loaded["good"].height) == (8, 6) and small.shape == (6, 8)
     assert small[1:4, 2:6].min() == 255 and small[0].max() == 0 and small[4:].max() == 0

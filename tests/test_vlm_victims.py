@@ -6,10 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -30,11 +27,7 @@ from advbench.models.vlm import (
     load_vlm,
     shared_vlm,
 )
-
-TINY_CLIP = {"embed_dim": 32,
-             "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                          "layers": 2}}
+from tests.conftest import LoopbackServer, write_tiny_open_clip
 
 
 def pattern(kind: str, size: int = 48, seed: int = 0) -> np.ndarray:
@@ -54,20 +47,10 @@ def pattern(kind: str, size: int = 48, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
     """A config file and two weight files (seeds 0 and 1) of a tiny random open_clip model."""
-    import open_clip
-    import torch
-
     folder = tmp_path_factory.mktemp("vlm-clip")
-    cfg = folder / "tiny-vlm-clip.json"
-    cfg.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(cfg)
-    files = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        model = open_clip.create_model("tiny-vlm-clip")
-        torch.save(model.state_dict(), folder / f"tiny{seed}.bin")
-        files.append(folder / f"tiny{seed}.bin")
-    return cfg, files
+    cfg, first = write_tiny_open_clip(folder, "tiny-vlm-clip", seed=0)
+    _, second = write_tiny_open_clip(folder, "tiny-vlm-clip", seed=1)
+    return cfg, [first, second]
 
 
 def clip_fields(tiny_clip, seed: int = 0) -> dict:
@@ -228,59 +211,32 @@ def reply(text: str) -> dict:
     return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
 
 
-class ImageServer:
+class ImageServer(LoopbackServer):
     """Replies to each request by the image it carries: pixel value v answers "pixel v";
-    v = 99 always fails with 500; v = 77 sleeps past the client timeout on its first attempt."""
+    v = 99 always fails with 500; v = 77 sleeps past the client timeout on its first attempt.
+    Each recorded request also gets the image's data ``url`` and decoded ``pixels``."""
 
     def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
         self.attempts: dict[int, int] = {}
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                user = body["messages"][-1]["content"]
-                url = next(p["image_url"]["url"] for p in user if p["type"] == "image_url")
-                pixels = np.asarray(Image.open(io.BytesIO(
-                    base64.b64decode(url.split(",", 1)[1]))))
-                value = int(pixels.flat[0])
-                with server.lock:
-                    server.requests.append({"body": body, "url": url, "pixels": pixels})
-                    server.attempts[value] = server.attempts.get(value, 0) + 1
-                    attempt = server.attempts[value]
-                if value == 77 and attempt == 1:
-                    time.sleep(0.8)
-                status, data = (500, {"error": "boom"}) if value == 99 else (
-                    200, reply(f"pixel {value}"))
-                raw = json.dumps(data).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
-                except OSError:  # the client gave up (timeout)
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.01,),
-                                       daemon=True)
+    def respond(self, request: dict) -> tuple[int, dict]:
+        user = request["body"]["messages"][-1]["content"]
+        url = next(p["image_url"]["url"] for p in user if p["type"] == "image_url")
+        pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+        value = int(pixels.flat[0])
+        with self.lock:
+            request.update(url=url, pixels=pixels)
+            self.attempts[value] = self.attempts.get(value, 0) + 1
+            attempt = self.attempts[value]
+        if value == 77 and attempt == 1:
+            time.sleep(0.8)
+        return (500, {"error": "boom"}) if value == 99 else (200, reply(f"pixel {value}"))
 
 
 @pytest.fixture
-def image_server() -> Iterator[ImageServer]:
-    s = ImageServer()
-    s.thread.start()
-    yield s
-    s.httpd.shutdown()
-    s.httpd.server_close()
+def image_server(loopback) -> ImageServer:
+    return loopback(ImageServer)
 
 
 def endpoint_victim(server: ImageServer, **overrides):

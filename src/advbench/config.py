@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from advbench.attacks import identity  # noqa: F401  (registers it)
 from advbench.attacks.base import ATTACKS
 from advbench.attacks.corpa import attack as corpa_attack  # noqa: F401  (registers it)
+from advbench.attacks.medfocusleak import attack as mfl_attack  # noqa: F401  (registers it)
 from advbench.sources import (  # noqa: F401  (registers them)
     dicom,
     hf_dataset,

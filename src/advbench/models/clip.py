@@ -255,34 +255,45 @@ def load_surrogate(spec: ClipSpec) -> Surrogate:
 
 
 def _load(spec: ClipSpec) -> Surrogate:
-    import open_clip
-
-    if spec.model_config_file is not None:
-        if not spec.model_config_file.is_file():
-            raise FileNotFoundError(f"open_clip model config not found: {spec.model_config_file}")
-        open_clip.add_model_config(spec.model_config_file)
     device = pick_device(spec.device)
     _autocast_dtype(spec.precision, device)  # fail early on fp16 without CUDA
+    model, _, tokenizer = load_open_clip(spec.model, spec.pretrained, spec.model_config_file,
+                                         device, input_size=spec.input_size)
+    return Surrogate(model, tokenizer, name=spec.model, device=device, precision=spec.precision)
+
+
+def load_open_clip(model: str, pretrained: str | None, model_config_file: Path | None = None,
+                   device: str = "cpu", *, input_size: int | None = None
+                   ) -> tuple[torch.nn.Module, Any, Any]:
+    """An open_clip model (in eval mode), its inference preprocessing and its tokenizer, from
+    local files only: ``pretrained`` a weights file or ``local-dir:/folder``, or ``model``
+    ``hf-hub:org/repo`` from the local Hugging Face cache. ``model_config_file`` registers an
+    architecture open_clip does not ship; ``input_size`` overrides the image size."""
+    import open_clip
+
+    if model_config_file is not None:
+        if not model_config_file.is_file():
+            raise FileNotFoundError(f"open_clip model config not found: {model_config_file}")
+        open_clip.add_model_config(model_config_file)
     kwargs: dict[str, Any] = {}
-    if spec.input_size is not None:
-        kwargs["force_image_size"] = spec.input_size
+    if input_size is not None:
+        kwargs["force_image_size"] = input_size
     # open_clip takes local-dir: and hf-hub: as the model name (then `pretrained` is ignored)
-    if spec.model.startswith("hf-hub:"):
-        name, pretrained = f"local-dir:{_hf_cache_dir(spec.model)}", None
-    elif spec.pretrained and spec.pretrained.startswith("local-dir:"):
-        folder = Path(spec.pretrained.removeprefix("local-dir:"))
+    if model.startswith("hf-hub:"):
+        name, weights = f"local-dir:{_hf_cache_dir(model)}", None
+    elif pretrained and pretrained.startswith("local-dir:"):
+        folder = Path(pretrained.removeprefix("local-dir:"))
         if not (folder / "open_clip_config.json").is_file():
             raise FileNotFoundError(f"local-dir: {folder} has no open_clip_config.json")
-        name, pretrained = spec.pretrained, None
+        name, weights = pretrained, None
     else:
-        if not Path(str(spec.pretrained)).is_file():
-            raise FileNotFoundError(f"open_clip weights not found: {spec.pretrained} (a local "
+        if not Path(str(pretrained)).is_file():
+            raise FileNotFoundError(f"open_clip weights not found: {pretrained} (a local "
                                     "file or local-dir:/folder; nothing is downloaded)")
-        name, pretrained = spec.model, spec.pretrained
-    model = open_clip.create_model(name, pretrained=pretrained, device=device,
-                                   require_pretrained=True, **kwargs)
-    tokenizer = open_clip.get_tokenizer(name)
-    return Surrogate(model, tokenizer, name=spec.model, device=device, precision=spec.precision)
+        name, weights = model, pretrained
+    net, preprocess = open_clip.create_model_from_pretrained(name, pretrained=weights,
+                                                             device=device, **kwargs)
+    return net.eval(), preprocess, open_clip.get_tokenizer(name)
 
 
 def clear_cache() -> None:

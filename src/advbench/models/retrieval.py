@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from advbench.models.clip import load_open_clip
 from advbench.models.victims import pick_device
 from advbench.models.vlm import (
     VLM_VICTIMS,
@@ -113,21 +114,11 @@ class OpenClipEncoder:
     float32 numpy)."""
 
     def __init__(self, spec: OpenClipEncoderSpec):
-        import open_clip
-
         self.identity = encoder_identity(spec)  # also checks that the files exist
-        if spec.model_config_file is not None:
-            if not spec.model_config_file.is_file():
-                raise FileNotFoundError(f"open_clip model config not found: "
-                                        f"{spec.model_config_file}")
-            open_clip.add_model_config(spec.model_config_file)
         self.spec = spec
         self.device = pick_device(spec.device)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.model, pretrained=spec.pretrained, device=self.device)
-        self.model = model.eval()
-        self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(spec.model)
+        self.model, self.preprocess, self.tokenizer = load_open_clip(
+            spec.model, spec.pretrained, spec.model_config_file, self.device)
 
     def encode_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         import torch

@@ -33,18 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from advbench.images import encode_png
 from advbench.records import InputRejected, Outcome, Study, StudyRef
-from advbench.sources.base import (
-    PHANTOM_MARKER,
-    SOURCES,
-    Source,
-    SourceError,
-    SourceLicense,
-    SourcePlan,
-)
+from advbench.sources.base import PHANTOM_MARKER, SOURCES, SourceError, SourcePlan
 from advbench.sources.metadata import (
     Candidate,
+    FolderSource,
     LabelledSourceConfig,
-    find_metadata,
     findings_text,
     imaging_data,
     mask_png,
@@ -186,21 +179,10 @@ def _to_8_bits(pixels: np.ndarray, bits: int) -> np.ndarray:
 
 
 @SOURCES.register("dicom")
-class Dicom(Source):
+class Dicom(FolderSource):
     kind = "dicom"
     Config = DicomConfig
     config: DicomConfig
-
-    @property
-    def root(self) -> Path:
-        return self.resolve(self.config.root)
-
-    def license_info(self) -> SourceLicense:
-        return self.config.license_of(self.root)
-
-    def metadata_path(self) -> Path | None:
-        configured = self.config.metadata and self.resolve(self.config.metadata)
-        return find_metadata(self.root, configured)
 
     def _sidecar(self) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]], set[str]]:
         """Metadata rows by relative path and by SOPInstanceUID, and the mask paths named."""

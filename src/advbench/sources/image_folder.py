@@ -19,11 +19,11 @@ from typing import Literal
 from pydantic import Field
 
 from advbench.records import InputRejected, Outcome, Study, StudyRef
-from advbench.sources.base import SOURCES, Source, SourceError, SourceLicense, SourcePlan
+from advbench.sources.base import SOURCES, SourceError, SourcePlan
 from advbench.sources.metadata import (
     Candidate,
+    FolderSource,
     LabelledSourceConfig,
-    find_metadata,
     findings_text,
     image_size,
     mask_png,
@@ -52,24 +52,17 @@ class ImageFolderConfig(LabelledSourceConfig):
 
 
 @SOURCES.register("image-folder")
-class ImageFolder(Source):
+class ImageFolder(FolderSource):
     kind = "image-folder"
     Config = ImageFolderConfig
     config: ImageFolderConfig
 
-    @property
-    def root(self) -> Path:
-        return self.resolve(self.config.root)
-
-    def license_info(self) -> SourceLicense:
-        return self.config.license_of(self.root)
-
     def metadata_path(self) -> Path:
-        root = self.root
-        configured = self.config.metadata and self.resolve(self.config.metadata)
-        found = find_metadata(root, configured)
+        """As for every folder source, but required: the metadata lists the inputs."""
+        found = super().metadata_path()
         if found is None:
-            raise SourceError(f"no metadata.csv or metadata.jsonl in {root}; set `metadata:`")
+            raise SourceError(f"no metadata.csv or metadata.jsonl in {self.root}; set "
+                              "`metadata:`")
         return found
 
     def plan(self) -> SourcePlan:

@@ -2,7 +2,8 @@
 choosing the inputs.
 
 The config fields for findings, modality, body part, splits, limit and license
-(``LabelledSourceConfig``); the metadata reader (CSV with a header row, or JSONL); modality codes
+(``LabelledSourceConfig``); the root folder, license and metadata file of the sources over a
+folder (``FolderSource``); the metadata reader (CSV with a header row, or JSONL); modality codes
 from ``imaging.yaml``; stable ids from paths; the seeded split; the selection of planned inputs
 (``select``); the findings check; and the diagnostic-region mask check (``mask_png``).
 """
@@ -31,6 +32,7 @@ from advbench.sources.base import (
     PHANTOM_MARKER,
     SPLIT_NAMES,
     SYNTHETIC_LICENSE,
+    Source,
     SourceError,
     SourceLicense,
     SourcePlan,
@@ -137,6 +139,23 @@ def find_metadata(root: Path, configured: Path | None) -> Path | None:
     if configured is not None:
         return configured
     return next((root / n for n in METADATA_NAMES if (root / n).is_file()), None)
+
+
+class FolderSource(Source):
+    """A source over a ``root`` folder with an optional ``metadata`` file (dicom, image-folder):
+    its config is a ``LabelledSourceConfig`` with those two fields."""
+
+    @property
+    def root(self) -> Path:
+        return self.resolve(self.config.root)
+
+    def license_info(self) -> SourceLicense:
+        return self.config.license_of(self.root)
+
+    def metadata_path(self) -> Path | None:
+        """The configured metadata file, else ``metadata.csv`` / ``.jsonl`` in the root."""
+        configured = self.config.metadata and self.resolve(self.config.metadata)
+        return find_metadata(self.root, configured)
 
 
 def read_metadata(path: Path, required: Iterable[str] = ()) -> list[dict[str, str]]:

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from advbench.concepts.vocabulary import CLASSES
+from advbench.models.clip import load_open_clip
 from advbench.models.victims import VICTIMS, Victim, load_victim, pick_device
 
 CLASS_WORDS = {"healthy": "no abnormality", "cancer": "a lung mass or nodules",
@@ -54,22 +55,13 @@ class ClipChecker:
     """Zero-shot target-versus-source check with an open_clip model."""
 
     def __init__(self, config: ClipCheckConfig):
-        import open_clip
         import torch
 
-        if config.model_config_file is not None:
-            open_clip.add_model_config(config.model_config_file)
-        pretrained = config.pretrained
-        if not pretrained.startswith("local-dir:") and not Path(pretrained).is_file():
-            raise FileNotFoundError(f"open_clip weights not found: {pretrained}")
         self.config = config
         self.name = f"clip:{config.model}"
         self.device = pick_device(config.device)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            config.model, pretrained=pretrained, device=self.device)
-        self.model = model.eval()
-        self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(config.model)
+        self.model, self.preprocess, self.tokenizer = load_open_clip(
+            config.model, config.pretrained, config.model_config_file, self.device)
         self._torch = torch
 
     def prompt(self, labels: list[str]) -> str:

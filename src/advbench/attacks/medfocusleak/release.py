@@ -1,0 +1,118 @@
+"""The ``medfocusleak`` release config: one row per attacked image (MedFocusLeak or the
+M-Attack baseline), with the exact pixels it started from, the protected diagnostic mask, the
+target findings, fidelity metrics and each victim's answer.
+
+Its summary tables are computed with DuckDB over the written rows, so the card and the build
+report the rates of what was actually released: per victim, modality and method the MTR,
+AvgSim and both forms of MAS (the paper's tables use the product, its text the geometric mean),
+and per method the fidelity, where the largest change inside the mask must be 0 for
+``medfocusleak`` rows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from advbench.metrics.rates import mas_geometric, mas_product
+from advbench.records import Sample
+from advbench.release.configs import RELEASE_CONFIGS, SummaryTable
+from advbench.release.derived import DerivedConfig
+
+if TYPE_CHECKING:
+    import duckdb
+
+METHODS = ("medfocusleak", "m_attack")
+
+VICTIM_COLUMNS = ["victim", "modality", "method", "n", "judged", "MTR", "AvgSim",
+                  "MAS (MTR × AvgSim, the paper's tables)", "MAS (geometric mean, its text)"]
+FIDELITY_COLUMNS = ["method", "n", "mean L∞ (/255)", "mean L2", "mean SSIM", "mean PSNR (dB)",
+                    "mean AvgSim", "max mask change (/255)"]
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+@RELEASE_CONFIGS.register("medfocusleak")
+class MedFocusLeakRelease(DerivedConfig):
+    default_name = "medfocusleak"
+    description = ("MedFocusLeak adversarial images: a bounded perturbation confined to the "
+                   "background, aimed at a clinically plausible wrong finding (and the "
+                   "unmasked M-Attack baseline), with each victim's answer")
+
+    def text_features(self) -> dict[str, Any]:
+        from datasets import Value
+
+        return {"true_findings": Value("string"), "target_findings": Value("string")}
+
+    def own_features(self) -> dict[str, Any]:
+        from datasets import Image, List, Value
+
+        f32 = Value("float32")
+        return {
+            "split": Value("string"),
+            "method": Value("string"),
+            "original_image": Image(),
+            "mask_source": Value("string"),
+            "edits": List({"attribute": Value("string"), "from": Value("string"),
+                           "to": Value("string")}),
+            "epsilon": f32,
+            "steps": Value("int32"),
+            "surrogates": List(Value("string")),
+            "linf": f32,
+            "l2": f32,
+            "ssim": f32,
+            "psnr": f32,
+            "avg_sim": f32,
+            "mask_change": f32,
+            "victims": List({"name": Value("string"), "answer": Value("string"),
+                             "misdirected": Value("bool"), "error": Value("string"),
+                             "clean_answer": Value("string")}),
+            "seed": Value("int64"),
+        }
+
+    def row(self, record: Sample) -> dict[str, Any]:
+        from advbench.images import encode_png
+
+        out = super().row(record)
+        original = out.get("original_image")
+        if original is not None and not isinstance(original, dict):
+            out["original_image"] = {"bytes": encode_png(original),
+                                     "path": f"{record.id}-original.png"}
+        return out
+
+    def card_template(self) -> str:
+        """Its own card section when the checkout has one, else just the tables."""
+        from advbench.release.card import template_text
+
+        own = super().card_template()
+        try:
+            template_text(own)
+        except (FileNotFoundError, ModuleNotFoundError, OSError):
+            return "configs/_tables.md.j2"
+        return own
+
+    def summary(self, con: duckdb.DuckDBPyConnection, rows: str) -> list[SummaryTable]:
+        per_victim = con.sql(f"""
+            SELECT v.name, modality, method, count(*), count(v.misdirected),
+                   avg(CASE WHEN v.misdirected THEN 1.0 WHEN v.misdirected IS NULL THEN NULL
+                       ELSE 0.0 END),
+                   avg(avg_sim)
+            FROM (SELECT modality, method, avg_sim, unnest(victims) AS v FROM {rows})
+            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""").fetchall()
+        victims = []
+        for name, modality, method, n, judged, rate, sim in per_victim:
+            victims.append([name, modality, method, n, judged, _round(rate), _round(sim),
+                            _round(mas_product(rate, sim)), _round(mas_geometric(rate, sim))])
+        fidelity = con.sql(f"""
+            SELECT method, count(*), avg(linf), avg(l2), avg(ssim),
+                   avg(CASE WHEN isinf(psnr) THEN NULL ELSE psnr END), avg(avg_sim),
+                   max(mask_change)
+            FROM {rows} GROUP BY 1 ORDER BY 1""").fetchall()
+        return [
+            SummaryTable("misdirection per victim, modality and method", VICTIM_COLUMNS,
+                         victims),
+            SummaryTable("fidelity per method (vs the original pixels)", FIDELITY_COLUMNS,
+                         [[m, n, *(_round(x, 3) for x in rest)]
+                          for m, n, *rest in fidelity]),
+        ]

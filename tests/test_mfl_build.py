@@ -1,0 +1,235 @@
+"""The ``medfocusleak`` config in a build: an image-folder source (gray and colour, with and
+without masks), tiny random open_clip surrogates, victims and AvgSim encoder, a few steps.
+Checks on the decoded PNGs that every MedFocusLeak row keeps the L∞ bound against the exact
+pixels it started from and leaves the diagnostic mask bit-identical; that the M-Attack
+baseline rows exist with the same ε and steps; that counts reconcile and the summary tables
+are there."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+
+from advbench.config import ConfigError, load_config  # noqa: E402
+from advbench.pipeline import build_release  # noqa: E402
+from tests.conftest import write_tiny_open_clip  # noqa: E402
+
+TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+TINY_VIT = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64,
+                                            "patch_size": 8, "head_width": 32},
+            "text_cfg": TEXT}
+TINY_RN = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1],
+                                           "width": 8, "head_width": 32},
+           "text_cfg": TEXT}
+
+# id: (findings, modality, colour?, has mask?)
+STUDIES = {
+    "us1": ("A 12 mm hypoechoic lesion in the left lobe.", "US", False, True),
+    "mr1": ("A 2 cm enhancing mass in the right frontal lobe.", "MR", False, True),
+    "dm1": ("Pigmented lesion with irregular borders on the left forearm.", "DMS", True, True),
+    "us2": ("Unremarkable.", "US", False, True),  # no rule applies: no target
+    "us3": ("A 9 mm hyperechoic lesion in the right lobe.", "US", False, False),  # no mask
+}
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, one_thread):
+    tmp = tmp_path_factory.mktemp("mfl")
+    models = tmp / "models"
+    models.mkdir()
+    vit = write_tiny_open_clip(models, "mflb-vit", TINY_VIT, seed=0)
+    rn = write_tiny_open_clip(models, "mflb-rn", TINY_RN, seed=0)
+    other = write_tiny_open_clip(models, "mflb-vit", TINY_VIT, seed=1)  # victim / AvgSim
+    root = tmp / "images"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    rows, gallery = [], []
+    for sid, (findings, modality, colour, has_mask) in STUDIES.items():
+        y, x = np.mgrid[:SIZE, :SIZE]
+        base = (96 + 60 * np.sin(x / 7.0) * np.cos(y / 9.0)
+                + rng.normal(0, 12, (SIZE, SIZE))).clip(0, 255)
+        pixels = np.dstack([base, base[::-1], base.T]) if colour else base
+        Image.fromarray(pixels.astype(np.uint8)).save(root / f"{sid}.png")
+        row = {"id": sid, "path": f"{sid}.png", "findings": findings, "modality": modality,
+               "body_part": "abdomen", "split": "test", "mask": ""}
+        if has_mask:
+            mask = np.zeros((SIZE, SIZE), np.uint8)
+            mask[20:36, 14:34] = 255  # the lesion
+            Image.fromarray(mask).save(root / f"{sid}-mask.png")
+            row["mask"] = f"{sid}-mask.png"
+        rows.append(row)
+        gallery.append({"image": str(root / f"{sid}.png"), "findings": findings})
+    with (root / "metadata.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (tmp / "gallery.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gallery))
+
+    def clip(files, **kw):
+        cfg, weights = files
+        return {"model": cfg.stem, "pretrained": str(weights),
+                "model_config_file": str(cfg), "device": "cpu", **kw}
+
+    block = {
+        "kind": "medfocusleak", "targets_per_sample": 1,
+        "surrogates": [clip(vit), clip(rn)],
+        "attack": {"steps": 3, "epsilon": 8 / 255, "squares": 4, "min_square": 8},
+        "mask_from": ["source", "ground_truth"],
+        "victims": [{"kind": "open-clip", "name": "zero-shot", **clip(other)},
+                    {"kind": "retrieval", "name": "nearest", "gallery": str(tmp / "gallery.jsonl"),
+                     **clip(other)}],
+        "similarity_model": clip(other),
+        "batch_size": 4, "device": "cpu",
+    }
+    return {"tmp": tmp, "root": root, "block": block, "vit": vit}
+
+
+def _config(tmp, root, *blocks, name="b.yaml"):
+    data = {"name": "mfl-test", "version": "1.0.0", "seed": 0, "output": str(tmp / "out"),
+            "shard_size": 8, "workers": 1, "runner": "threads",
+            "sources": [{"kind": "image-folder", "root": str(root)}], "attacks": list(blocks)}
+    path = tmp / name
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path)
+
+
+@pytest.fixture(scope="module")
+def built(setup):
+    saliency = dict(setup["block"], name="mfl_saliency", mask_from=["saliency"],
+                    baseline=False, modalities=["US"], victims=[])
+    cfg = _config(setup["tmp"], setup["root"], setup["block"], saliency)
+    summary = build_release(cfg)
+    release = cfg.release_dir()
+    manifest = json.loads((release / "manifest.json").read_text())
+    from datasets import load_dataset
+
+    rows: dict[str, list] = {"medfocusleak": [], "mfl_saliency": []}
+    for config, found in rows.items():
+        for split in manifest["configs"][config]["splits"]:
+            found += list(load_dataset(str(release), config, split=split))
+    return {"summary": summary, "manifest": manifest, "rows": rows["medfocusleak"],
+            "saliency": rows["mfl_saliency"], "release": release}
+
+
+def test_counts_reconcile_and_bad_studies_are_rejected_with_a_reason(built):
+    entry = built["manifest"]["configs"]["medfocusleak"]
+    c = entry["counts"]
+    assert c["planned"] == c["accepted"] + c["rejected"] + c["failed"]
+    assert c["failed"] == 0, entry["reasons"]
+    reasons = {r["reason"]: r["count"] for r in entry["reasons"]}
+    assert reasons == {"no_target": 1, "no_mask": 2}  # us2 once; us3 for both methods
+    assert c["accepted"] == len(built["rows"]) == 6  # 3 studies × 1 target × 2 methods
+    assert {r["parent_id"] for r in built["rows"]} == {"us1", "mr1", "dm1"}
+
+
+def test_medfocusleak_rows_keep_the_bound_and_the_mask_on_the_decoded_pngs(built):
+    rows = [r for r in built["rows"] if r["method"] == "medfocusleak"]
+    assert len(rows) == 3
+    for r in rows:
+        eps = round(r["epsilon"] * 255)
+        adv = np.asarray(r["image"]).astype(int)
+        orig = np.asarray(r["original_image"]).astype(int)
+        mask = np.asarray(r["mask"]) == 255
+        assert adv.shape == orig.shape and adv.shape[:2] == mask.shape
+        assert (adv.ndim == 3) == (r["parent_id"] == "dm1")  # colour stays colour
+        assert np.abs(adv - orig).max() <= eps
+        assert (adv != orig).any()
+        assert (adv[mask] == orig[mask]).all()
+        assert mask.any() and r["mask_change"] == 0 and r["linf"] <= eps
+        assert r["kind"] == "medfocusleak" and r["steps"] == 3 and r["mask_source"] == "source"
+        assert r["surrogates"] == ["mflb-vit", "mflb-rn"]
+        assert r["target_findings"] != r["true_findings"] and r["edits"]
+        assert -1 <= r["avg_sim"] <= 1
+        assert [v["name"] for v in r["victims"]] == ["zero-shot", "nearest"]
+        for v in r["victims"]:
+            assert v["answer"] and v["clean_answer"] and v["error"] is None
+
+
+def test_m_attack_rows_share_eps_and_steps_and_may_touch_the_mask(built):
+    mfl = {r["parent_id"]: r for r in built["rows"] if r["method"] == "medfocusleak"}
+    base = {r["parent_id"]: r for r in built["rows"] if r["method"] == "m_attack"}
+    assert set(base) == set(mfl)
+    for pid, r in base.items():
+        assert r["epsilon"] == mfl[pid]["epsilon"] and r["steps"] == mfl[pid]["steps"]
+        assert r["target_findings"] == mfl[pid]["target_findings"]
+        adv = np.asarray(r["image"]).astype(int)
+        orig = np.asarray(r["original_image"]).astype(int)
+        assert np.abs(adv - orig).max() <= round(r["epsilon"] * 255)
+    assert any(r["mask_change"] > 0 for r in base.values())
+
+
+def test_saliency_masks_come_from_the_vit_surrogate_and_are_kept(built):
+    rows = built["saliency"]
+    assert {r["parent_id"] for r in rows} == {"us1", "us3"}  # us3 has no source mask
+    for r in rows:
+        assert r["mask_source"] == "saliency" and r["method"] == "medfocusleak"
+        mask = np.asarray(r["mask"]) == 255
+        adv, orig = np.asarray(r["image"]), np.asarray(r["original_image"])
+        assert mask.any() and not mask.all()
+        assert (adv[mask] == orig[mask]).all() and r["mask_change"] == 0
+        assert r["victims"] == []
+
+
+def test_summary_tables(built):
+    tables = {t.title: t for t in built["summary"].configs["medfocusleak"].tables}
+    victims = tables["misdirection per victim, modality and method"]
+    assert victims.columns[:4] == ["victim", "modality", "method", "n"]
+    assert any("MAS" in c and "geometric" in c for c in victims.columns)
+    assert {(r[0], r[2]) for r in victims.rows} == {
+        (v, m) for v in ("zero-shot", "nearest") for m in ("medfocusleak", "m_attack")}
+    fid = {r[0]: r for r in tables["fidelity per method (vs the original pixels)"].rows}
+    assert fid["medfocusleak"][-1] == 0
+    card = (built["release"] / "README.md").read_text()
+    assert "misdirection per victim" in card
+
+
+def test_similarity_model_must_not_be_a_surrogate(setup, tmp_path):
+    block = dict(setup["block"], similarity_model=setup["block"]["surrogates"][0])
+    with pytest.raises(ConfigError, match="similarity_model"):
+        _config(tmp_path, setup["root"], block)
+    block = dict(setup["block"], attack={"masked": False})
+    with pytest.raises(ConfigError, match="baseline"):
+        _config(tmp_path, setup["root"], block)
+
+
+def test_a_case_that_raises_fails_alone_naming_itself(setup, tmp_path, monkeypatch):
+    from advbench.attacks.medfocusleak import attack as mfl
+
+    real = mfl.run_attack_groups
+
+    def flaky(items, *args, **kwargs):
+        if any(np.asarray(image).ndim == 3 for image, _, _ in items):
+            raise RuntimeError("colour breaks this attack")
+        return real(items, *args, **kwargs)
+
+    monkeypatch.setattr(mfl, "run_attack_groups", flaky)
+    block = dict(setup["block"], victims=[], similarity_model=None)
+    cfg = _config(tmp_path, setup["root"], block)
+    build_release(cfg)
+    manifest = json.loads((cfg.release_dir() / "manifest.json").read_text())
+    c = manifest["configs"]["medfocusleak"]["counts"]
+    assert c["planned"] == c["accepted"] + c["rejected"] + c["failed"]
+    assert c["failed"] == 2 and c["accepted"] == 4  # dm1 for both methods; the rest made
+    failed = [json.loads(line) for line in
+              (cfg.release_dir() / "rejections.jsonl").read_text().splitlines()]
+    failed = [f for f in failed if f.get("status") == "failed"]
+    assert {f["id"] for f in failed} == {"dm1.medfocusleak.medfocusleak.0",
+                                         "dm1.medfocusleak.m_attack.0"}
+    assert all(f["id"] in f["message"] and "colour" in f["message"] for f in failed)
