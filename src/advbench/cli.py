@@ -104,7 +104,11 @@ def _print_summary(summary) -> None:
                 t.add_row(r["status"], r["stage"], str(r["reason"]), str(r["count"]))
             out.print(t)
         for table in config.tables:
-            t = Table(*table.columns, title=f"{name}: {table.title}")
+            t = Table(title=f"{name}: {table.title}")
+            for i, column in enumerate(table.columns):
+                # the first column names the row (a victim, a kind): never cut it short
+                t.add_column(column, no_wrap=i == 0, min_width=max(
+                    [len(str(r[0])) for r in table.rows] or [0]) if i == 0 else None)
             for row in table.rows:
                 t.add_row(*(str(v) for v in row))
             out.print(t)
