@@ -20,15 +20,7 @@ pytest.importorskip("open_clip")
 
 from advbench.config import ConfigError, load_config  # noqa: E402
 from advbench.pipeline import build_release  # noqa: E402
-from tests.conftest import write_tiny_open_clip  # noqa: E402
-
-TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
-TINY_VIT = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64,
-                                            "patch_size": 8, "head_width": 32},
-            "text_cfg": TEXT}
-TINY_RN = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1],
-                                           "width": 8, "head_width": 32},
-           "text_cfg": TEXT}
+from tests.conftest import TINY_RN, TINY_VIT, write_tiny_open_clip  # noqa: E402
 
 # id: (findings, modality, colour?, has mask?)
 STUDIES = {
@@ -42,15 +34,7 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, one_thread):
+def setup(tmp_path_factory, torch_one_thread):
     tmp = tmp_path_factory.mktemp("mfl")
     models = tmp / "models"
     models.mkdir()

@@ -89,3 +89,12 @@ class Attack(ABC):
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack kind")
+
+
+def distinct_names(specs: list) -> list:
+    """A config validator: the victims (or any named specs) of one attack need distinct
+    names, since rows and summary tables key their answers by name."""
+    names = [s.display_name() for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"victim names must be distinct: {names}")
+    return specs

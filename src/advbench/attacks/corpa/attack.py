@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case
+from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case, distinct_names
 from advbench.attacks.corpa import diffusion  # noqa: F401  (registers `diffusers`)
 from advbench.attacks.corpa.generators import GENERATORS
 from advbench.attacks.corpa.image_check import (
@@ -78,10 +78,7 @@ class CorpaConfig(AttackConfig):
     @field_validator("victims")
     @classmethod
     def _distinct_victims(cls, v: list) -> list:
-        names = [s.display_name() for s in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"victim names must be distinct: {names}")
-        return v
+        return distinct_names(v)
 
     @model_validator(mode="after")
     def _checker_is_not_a_victim(self) -> CorpaConfig:

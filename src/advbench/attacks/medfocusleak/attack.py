@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case
+from advbench.attacks.base import ATTACKS, Attack, AttackConfig, Case, distinct_names
 from advbench.attacks.corpa.planner import stable_seed
 from advbench.attacks.medfocusleak.objective import AttackSettings, run_attack_groups
 from advbench.attacks.medfocusleak.regions import MaskSource, background_squares, choose_mask
@@ -108,10 +108,7 @@ class MedFocusLeakConfig(AttackConfig):
     @field_validator("victims")
     @classmethod
     def _distinct_victims(cls, v: list) -> list:
-        names = [s.display_name() for s in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"victim names must be distinct: {names}")
-        return v
+        return distinct_names(v)
 
     @model_validator(mode="after")
     def _check(self) -> MedFocusLeakConfig:
