@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference-images", type=int, default=None,
                     help="images timed with the reference (default: the whole batch)")
     ap.add_argument("--crops", type=int, default=1, help="crops per step")
+    ap.add_argument("--lambda-attn", type=float, default=1.0,
+                    help="weight of the attention-distraction term")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: 1 for tiny models, torch's otherwise)")
     args = ap.parse_args(argv)
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     u8, masks = synthetic_batch(args.batch, args.size)
     x = torch.from_numpy(u8.astype(np.float32) / 255.0)
     texts = [TARGETS[i % len(TARGETS)] for i in range(args.batch)]
-    settings = AttackSettings(steps=args.steps, crops_per_step=args.crops)
+    settings = AttackSettings(steps=args.steps, crops_per_step=args.crops,
+                              lambda_attn=args.lambda_attn)
     n_ref = min(args.reference_images or args.batch, args.batch)
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "-"
     print(f"device: {device} ({gpu}); cpus: {os.cpu_count()}; torch threads: {threads}; "

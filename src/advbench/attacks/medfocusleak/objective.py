@@ -73,8 +73,9 @@ class AttackSettings(BaseModel):
 
 @dataclass
 class AttackResult:
-    """A batch's outcome. Row t of the histories is the iterate after t steps (row 0: clean,
-    last row: the returned image), each on that step's crops."""
+    """A batch's outcome. Row t of the histories is the iterate after t steps on that step's
+    crops (row 0: clean); the last row is the returned image on the first step's crops, so
+    that first and last rows compare the same crops."""
 
     adversarial: torch.Tensor  # B×C×H×W float in [0, 1], CPU
     delta: torch.Tensor  # adversarial − clean, B×C×H×W, CPU (quantise with crops.quantise)
@@ -278,7 +279,8 @@ def run_attack(images: torch.Tensor, masks: torch.Tensor | np.ndarray | None,
             losses[t], sims[t] = loss, sim
     with torch.no_grad():
         adv = (x0 + delta).clamp(0, 1)
-        losses[-1], sims[-1] = objective(adv, rois[settings.steps], k)
+        # the returned image on the first step's crops: the last row compares with the first
+        losses[-1], sims[-1] = objective(adv, rois[0], k)
     _sync(dev)
     seconds = time.perf_counter() - t0
     return AttackResult(adversarial=adv.cpu(), delta=delta.cpu(),
@@ -315,7 +317,8 @@ def unbatched_reference(images: torch.Tensor, masks: torch.Tensor | np.ndarray |
         for t in range(settings.steps + 1):
             sq = ([background_squares(m_np, settings.squares, min_side=settings.min_square)]
                   if settings.masked else None)
-            box = C.sample_boxes(sq, [seeds[i]], [t], k, settings.crop_scale, (h, w))[0, 0]
+            step = 0 if t == settings.steps else t  # the last row on the first step's crops
+            box = C.sample_boxes(sq, [seeds[i]], [step], k, settings.crop_scale, (h, w))[0, 0]
             if t == settings.steps:
                 with torch.no_grad():
                     loss, sim = objective.one((x0 + delta).clamp(0, 1), box, i)
