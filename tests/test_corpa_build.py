@@ -236,3 +236,23 @@ def test_the_checker_must_not_be_a_victim(phantom_root, tmp_path):
                                                              "model": spec}}]})
     with pytest.raises(ConfigError, match="must not be one of the victims"):
         load_config(path)
+
+
+def test_corpa_plans_chest_radiographs_only():
+    """CoRPA perturbs chest radiograph concepts: an ultrasound whose text says "mass" is not
+    planned, the same text on a chest radiograph is."""
+    from advbench.attacks.corpa.attack import Corpa, CorpaConfig
+    from advbench.records import Study
+    from advbench.release.clean import AcceptedStudy
+
+    report = "FINDINGS: A 3 cm mass in the right upper lobe.\nIMPRESSION: Right upper lobe mass."
+
+    def study(sid: str, modality: str, body_part: str) -> AcceptedStudy:
+        s = Study(id=sid, source="t", split="test", subject_id="1", study_id="1", image_id=sid,
+                  view_position="PA", image_bytes=b"", image_path="", width=1, height=1,
+                  report=report, report_path="", modality=modality, body_part=body_part)
+        return AcceptedStudy(s, extract(report))
+
+    attack = Corpa(CorpaConfig(generator={"kind": "none"}), seed=0)
+    cases = attack.plan([study("cxr", "XR", "chest"), study("us", "US", "breast")])
+    assert cases and {c.parent_id for c in cases} == {"cxr"}

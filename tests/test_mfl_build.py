@@ -146,6 +146,20 @@ def test_medfocusleak_rows_keep_the_bound_and_the_mask_on_the_decoded_pngs(built
             assert v["answer"] and v["clean_answer"] and v["error"] is None
 
 
+def test_clean_rows_of_other_modalities_carry_no_chest_concepts(built):
+    """An ultrasound's "lesion" or a dermoscopy "mass" is not a chest radiograph finding: the
+    clean config leaves the 17 concepts and six labels null for such studies."""
+    from datasets import load_dataset
+
+    manifest = built["manifest"]
+    rows = [r for split in manifest["configs"]["clean"]["splits"]
+            for r in load_dataset(str(built["release"]), "clean", split=split)]
+    assert {r["modality"] for r in rows} >= {"US", "MR", "DMS"}
+    for r in rows:
+        assert r["concept_mass"] is None and r["label_cancer"] is None, r["id"]
+        assert r["positive_classes"] == [] and r["mentions"] == []
+
+
 def test_m_attack_rows_share_eps_and_steps_and_may_touch_the_mask(built):
     mfl = {r["parent_id"]: r for r in built["rows"] if r["method"] == "medfocusleak"}
     base = {r["parent_id"]: r for r in built["rows"] if r["method"] == "m_attack"}

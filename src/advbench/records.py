@@ -58,6 +58,12 @@ class Study:
     # 255 in the region and 0 in the background.
     mask_bytes: bytes | None = None
 
+    @property
+    def is_chest_radiograph(self) -> bool:
+        """The 17 concepts and six classes describe chest radiograph reports; other studies'
+        text (a "mass" in a breast ultrasound) must not be read as one."""
+        return self.modality.upper() == "XR" and self.body_part.lower() == "chest"
+
 
 @dataclass
 class Sample:

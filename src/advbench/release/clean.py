@@ -86,8 +86,11 @@ def features() -> datasets.Features:
 
 
 def row(study: Study, result: ConceptResult) -> dict[str, Any]:
-    """One release row from a loaded study and its extracted concepts."""
+    """One release row from a loaded study and its extracted concepts. Concepts, labels and
+    mentions are null for a study that is not a chest radiograph: the vocabulary is a chest
+    radiograph report's."""
     suffix = image_suffix(study.image_bytes) or ".jpg"
+    chest = study.is_chest_radiograph
     return {
         "id": study.id,
         "source": study.source,
@@ -101,10 +104,10 @@ def row(study: Study, result: ConceptResult) -> dict[str, Any]:
         "width": study.width,
         "height": study.height,
         "report": study.report,
-        **{f"concept_{c}": result.concepts[c] for c in CONCEPTS},
-        **{f"label_{c}": result.labels[c] for c in CLASSES},
-        "positive_classes": [c for c in CLASSES if result.labels[c] == "positive"],
-        "mentions": [
+        **{f"concept_{c}": result.concepts[c] if chest else None for c in CONCEPTS},
+        **{f"label_{c}": result.labels[c] if chest else None for c in CLASSES},
+        "positive_classes": [c for c in CLASSES if chest and result.labels[c] == "positive"],
+        "mentions": [] if not chest else [
             {
                 "concept": m.concept,
                 "state": m.state,

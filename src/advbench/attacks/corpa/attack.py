@@ -229,8 +229,8 @@ class Corpa(Attack):
         cases: list[Case] = []
         name = self.config_name
         for s in studies:
-            if s.study.split not in self.config.splits:
-                continue
+            if s.study.split not in self.config.splits or not s.study.is_chest_radiograph:
+                continue  # CoRPA perturbs chest radiograph concepts only
             planned, skipped = self.planner.plan(s.study.id, s.concepts.concepts)
             for p in planned:
                 cases.append(Case(f"{s.study.id}.{name}.{p.kind}.{p.id.rsplit('.', 1)[1]}", s,
