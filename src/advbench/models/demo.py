@@ -14,13 +14,10 @@ phantom's labels are the classes of its scene's findings.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -31,6 +28,7 @@ import numpy as np
 import yaml
 
 from advbench.concepts.vocabulary import CONCEPT_CLASS
+from advbench.models.cache import spec_hash, train_once
 from advbench.models.victims import DISEASES
 from advbench.paths import cache_dir
 
@@ -144,42 +142,22 @@ def recipe_key(name: str) -> tuple[dict[str, Any], str]:
     spec = {"victim": victim, "data": all_recipes["data"], "training_version": TRAINING_VERSION}
     if victim.get("init"):  # fine-tuned from another recipe: its change is this one's too
         spec["init_key"] = recipe_key(victim["init"])[1]
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    return spec, digest
+    return spec, spec_hash(spec)
 
 
 def ensure_trained(name: str, *, log: Callable[[str], None] | None = None) -> TrainedDemo:
-    """The demo victim ``name``, trained now if its recipe has no cached model. Processes
-    that ask at once wait for the one that trains (a lock file)."""
+    """The demo victim ``name``, trained now if its recipe has no cached model."""
     spec, digest = recipe_key(name)
     folder = cache_dir() / "models" / "demo" / f"{name}-{digest}"
-    done = folder / "metrics.json"
-    if done.is_file():
-        return TrainedDemo(name, folder, json.loads(done.read_text("utf-8")))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(folder.parent / f"{name}-{digest}.lock"):
-        if done.is_file():
-            return TrainedDemo(name, folder, json.loads(done.read_text("utf-8")))
-        if log:
-            log(f"training demo victim {name} (first use; cached in {folder})")
-        metrics = _train(name, spec, folder)
+    metrics = train_once(folder, lambda: _train(name, spec, folder),
+                         what=f"demo victim {name}", log=log)
     return TrainedDemo(name, folder, metrics)
-
-
-@contextmanager
-def _lock(path: Path):
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _data(spec: dict[str, Any]) -> tuple[np.ndarray, ...]:
     """Training and held-out phantoms, cached once for every recipe with the same data spec."""
     data = spec["data"]
-    key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    key = spec_hash(data)
     path = cache_dir() / "models" / "demo" / f"phantom-data-{key}.npz"
     if path.is_file():
         with np.load(path) as z:

@@ -19,7 +19,6 @@ attack for its target texts, so both speak the same language.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from advbench.models.demo import _lock
+from advbench.models.cache import file_lock, spec_hash, train_once
 from advbench.paths import cache_dir
 
 TRAINING_VERSION = 1  # bump when the code changes what a recipe produces (data or training)
@@ -193,11 +192,10 @@ def make_pairs(n: int, seed: int, size: int, render_size: int, *, pairs: bool = 
 
 def _data(data: dict[str, Any]) -> tuple[PairSet, PairSet]:
     """Training and held-out pairs, cached once for every recipe with the same data spec."""
-    key = hashlib.sha256(json.dumps({"data": data, "version": TRAINING_VERSION},
-                                    sort_keys=True).encode()).hexdigest()[:12]
+    key = spec_hash({"data": data, "version": TRAINING_VERSION})
     path = cache_dir() / "models" / "demo-clip" / f"clip-data-{key}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         if not path.is_file():
             from advbench.workers import default_workers, process_pool
 
@@ -237,13 +235,9 @@ class TrainedClip:
     def load(self, device: str = "cpu") -> tuple[Any, Any, Any]:
         """(model in eval mode, preprocessing transform, tokenizer), through open_clip as a
         real CLIP is loaded: the config registered, the weights file as ``pretrained``."""
-        import open_clip
+        from advbench.models.clip import load_open_clip
 
-        open_clip.add_model_config(self.config_json)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            self.name, pretrained=str(self.weights), device=device)
-        model.eval()
-        return model, preprocess, open_clip.get_tokenizer(self.name)
+        return load_open_clip(self.name, str(self.weights), self.config_json, device)
 
 
 def recipe_key(name: str) -> tuple[dict[str, Any], str]:
@@ -253,24 +247,16 @@ def recipe_key(name: str) -> tuple[dict[str, Any], str]:
         raise KeyError(f"unknown demo CLIP {name!r}; known: {', '.join(sorted(book['models']))}")
     spec = {"model": book["models"][name], "data": book["data"], "prompts": book["prompts"],
             "training_version": TRAINING_VERSION}
-    return spec, hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return spec, spec_hash(spec)
 
 
 def ensure_clip(name: str, *, log: Callable[[str], None] | None = None) -> TrainedClip:
-    """The demo CLIP ``name``, trained now if its recipe has no cached model. Processes that
-    ask at once wait for the one that trains (a lock file)."""
+    """The demo CLIP ``name``, trained now if its recipe has no cached model."""
     spec, digest = recipe_key(name)
     folder = cache_dir() / "models" / "demo-clip" / f"{name}-{digest}"
-    done = folder / "metrics.json"
-    if not done.is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with _lock(folder.parent / f"{name}-{digest}.lock"):
-            if not done.is_file():
-                if log:
-                    log(f"training demo CLIP {name} (first use; cached in {folder})")
-                _train(name, spec, folder)
-    return TrainedClip(name, folder, folder / f"{name}.json", folder / WEIGHTS,
-                       json.loads(done.read_text("utf-8")))
+    metrics = train_once(folder, lambda: _train(name, spec, folder),
+                         what=f"demo CLIP {name}", log=log)
+    return TrainedClip(name, folder, folder / f"{name}.json", folder / WEIGHTS, metrics)
 
 
 def _normalise(x_uint8: Any) -> Any:

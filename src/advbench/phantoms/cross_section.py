@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 from scipy import ndimage
 
-from advbench.phantoms.modalities import ModalityCase, blob, smooth_noise
+from advbench.phantoms.modalities import ModalityCase, blob, case_kind, make_case, smooth_noise
 
 F32 = np.float32
 CROSS_SECTIONS = ("ct", "mr")
@@ -281,14 +281,10 @@ def generate_case(name: str, index: int, *, seed: int, size: int | None = None,
     forces one, on the same anatomy and noise (``"none"``: the slice without its finding)."""
     spec = vocabulary()[name]
     size = int(size or spec["size"])
-    kind = kind or spec["kinds"][(index + seed) % len(spec["kinds"])]
-    if kind not in spec["kinds"]:
-        raise ValueError(f"unknown {name} kind {kind!r}; known: {', '.join(spec['kinds'])}")
+    kind = case_kind(name, spec, index, seed, kind)
     rngs = [np.random.default_rng([seed, _ORDER[name], index, k]) for k in range(3)]
     attrs: dict[str, Any] = {"kind": kind, "present": kind != "none", "side": None,
                              "location": None, "size_mm": None}
     image, mask = _RENDER[name](spec, attrs, rngs, size)
     attrs["severity"] = spec["severity"][kind].format(**attrs)
-    text = f"{spec['header']} {spec['templates'][kind]}".format(**attrs)
-    return ModalityCase(f"{name}-{index:03d}", spec["modality"], spec["body_part"], image,
-                        np.asarray(mask, bool), " ".join(text.split()), attrs)
+    return make_case(name, index, spec, image, mask, spec["templates"][kind], attrs)

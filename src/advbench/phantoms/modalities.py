@@ -285,17 +285,33 @@ def _mammography(spec: dict, attrs: dict, rng: np.random.Generator) -> tuple[np.
 _RENDER = {"ultrasound": _ultrasound, "dermoscopy": _dermoscopy, "mammography": _mammography}
 
 
+def case_kind(name: str, spec: dict, index: int, seed: int, kind: str | None = None) -> str:
+    """The finding kind of phantom ``index``: ``kind`` when given (checked), else the kinds in
+    turn, so that every kind appears."""
+    kind = kind or spec["kinds"][(index + seed) % len(spec["kinds"])]
+    if kind not in spec["kinds"]:
+        raise ValueError(f"unknown {name} kind {kind!r}; known: {', '.join(spec['kinds'])}")
+    return kind
+
+
+def make_case(name: str, index: int, spec: dict, image: np.ndarray, mask: np.ndarray,
+              template: str, attrs: dict[str, Any]) -> ModalityCase:
+    """A phantom case: its findings text is the modality's header and ``template`` filled in
+    with ``attrs``, on one line."""
+    text = f"{spec['header']} {template}".format(**attrs)
+    return ModalityCase(f"{name}-{index:03d}", spec["modality"], spec["body_part"], image,
+                        np.asarray(mask, bool), " ".join(text.split()), attrs)
+
+
 def generate_case(name: str, index: int, *, seed: int) -> ModalityCase:
     """Phantom ``index`` of modality ``name`` (ultrasound, dermoscopy, mammography): the same
     pixels, mask and text for the same (name, index, seed), in any process."""
     spec = vocabulary()[name]
     rng = np.random.default_rng([seed, _ORDER[name], index])
-    kind = spec["kinds"][(index + seed) % len(spec["kinds"])]  # cycles: every kind appears
+    kind = case_kind(name, spec, index, seed)
     attrs = {"kind": kind, "present": kind != "none", "severity": spec["severity"][kind]}
     image, mask = _RENDER[name](spec, attrs, rng)
-    text = f"{spec['header']} {spec['templates'][attrs['kind']]}".format(**attrs)
-    return ModalityCase(f"{name}-{index:03d}", spec["modality"], spec["body_part"], image,
-                        np.asarray(mask, bool), " ".join(text.split()), attrs)
+    return make_case(name, index, spec, image, mask, spec["templates"][kind], attrs)
 
 
 def ct_mask(hu: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ import yaml
 from scipy.spatial import cKDTree
 
 from advbench.phantoms.cross_section import ellipse, grid, noise, opacity
-from advbench.phantoms.modalities import ModalityCase, blob
+from advbench.phantoms.modalities import ModalityCase, blob, case_kind, make_case
 
 F32 = np.float32
 PHOTOGRAPHS = ("fundus", "histology")
@@ -366,15 +366,11 @@ def generate_case(name: str, index: int, *, seed: int, size: int | None = None,
     without its finding)."""
     spec = vocabulary()[name]
     size = int(size or spec["size"])
-    kind = kind or spec["kinds"][(index + seed) % len(spec["kinds"])]
-    if kind not in spec["kinds"]:
-        raise ValueError(f"unknown {name} kind {kind!r}; known: {', '.join(spec['kinds'])}")
+    kind = case_kind(name, spec, index, seed, kind)
     rngs = [np.random.default_rng([seed, _ORDER[name], index, k]) for k in range(3)]
     attrs: dict[str, Any] = {"kind": kind, "present": kind != NORMAL[name], "side": None,
                              "location": None, "size_mm": None}
     image, mask = _RENDER[name](spec, attrs, rngs, size)
     attrs["severity"] = spec["severity"][kind]
     template = spec["templates"].get(kind) or spec["templates"]["tumour"]
-    text = f"{spec['header']} {template}".format(**attrs)
-    return ModalityCase(f"{name}-{index:03d}", spec["modality"], spec["body_part"], image,
-                        np.asarray(mask, bool), " ".join(text.split()), attrs)
+    return make_case(name, index, spec, image, mask, template, attrs)
