@@ -13,6 +13,7 @@ from advbench.concepts.vocabulary import CONCEPTS
 from advbench.config import parse_config
 from advbench.demo import demo_config, write_phantoms
 from advbench.pipeline import build_release, make_source
+from advbench.sources.base import PHANTOM_MARKER
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,72 @@ def test_phantom_source_builds_without_prefect(tmp_path):
     assert c["accepted"] + c["rejected"] == 10
     assert {r["reason"] for r in summary.reasons} <= {"split_not_selected"}
     assert list(summary.splits) == ["train"]
+
+
+@pytest.fixture(scope="module")
+def modality_root(tmp_path_factory):
+    import advbench.demo as demo
+
+    root = tmp_path_factory.mktemp("demo-modalities") / "modalities"
+    saved = demo.DEMO_PER_MODALITY
+    demo.DEMO_PER_MODALITY = 2
+    try:
+        demo.ensure_modalities(root)
+    finally:
+        demo.DEMO_PER_MODALITY = saved
+    return root
+
+
+def test_ensure_modalities_reuses_matching_data_and_rewrites_otherwise(modality_root,
+                                                                        monkeypatch):
+    import advbench.demo as demo
+
+    monkeypatch.setattr(demo, "DEMO_PER_MODALITY", 2)
+    stamp = (modality_root / "images" / "metadata.csv").stat().st_mtime_ns
+    demo.ensure_modalities(modality_root)
+    assert (modality_root / "images" / "metadata.csv").stat().st_mtime_ns == stamp
+    (modality_root / "images" / "stray.txt").write_text("x")
+    marker = modality_root / PHANTOM_MARKER
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "seed": 99}))  # another seed: not ours any more
+    demo.ensure_modalities(modality_root)
+    assert not (modality_root / "images" / "stray.txt").exists()
+    assert json.loads(marker.read_text()) == data
+
+
+def test_demo_config_reads_all_eight_modalities_through_the_real_sources(
+        phantom_root, modality_root, tmp_path):
+    cfg = demo_config(phantom_root, tmp_path / "releases", modalities=modality_root,
+                      models=False)
+    assert [s.kind for s in cfg.sources] == ["mimic-cxr-jpg", "dicom", "image-folder"]
+    assert [a.kind for a in cfg.attacks] == ["corpa"]  # no surrogates without models
+    from datasets import load_dataset
+
+    summary = build_release(cfg)
+    assert summary.counts["failed"] == 0
+    rows = [r for split in summary.splits
+            for r in load_dataset(str(summary.path), "clean", split=split)]
+    assert {r["modality"] for r in rows} == {"XR", "CT", "MR", "OP", "SM", "US", "DMS", "MG"}
+    manifest = json.loads((summary.path / "manifest.json").read_text())
+    licenses = [s["license"] for s in manifest["sources"]]
+    assert "pydicom" in licenses[1] and "scikit-image" in licenses[2]
+
+
+def test_demo_config_points_the_medfocusleak_models_at_the_demo_clip_cache(
+        phantom_root, modality_root, tmp_path, monkeypatch):
+    """Paths are filled before any training (the config is parsed, nothing is trained)."""
+    from advbench.models.demo_clip import clip_folder, gallery_folder
+
+    monkeypatch.setenv("ADVBENCH_CACHE", str(tmp_path / "cache"))
+    cfg = demo_config(phantom_root, tmp_path / "releases", modalities=modality_root)
+    mfl = next(a for a in cfg.attacks if a.kind == "medfocusleak")
+    assert [s.model for s in mfl.surrogates] == ["demo-clip-vit", "demo-clip-resnet"]
+    for s in mfl.surrogates:
+        assert s.pretrained.startswith(str(clip_folder(s.model)))
+        assert s.model_config_file == clip_folder(s.model) / f"{s.model}.json"
+    judge = clip_folder("demo-clip-judge")
+    assert mfl.similarity_model.pretrained.startswith(str(judge))
+    assert {v.kind for v in mfl.victims} == {"open-clip", "retrieval"}
+    retrieval = next(v for v in mfl.victims if v.kind == "retrieval")
+    assert retrieval.gallery == gallery_folder("demo-clip-judge")
+    assert not judge.exists()  # nothing was trained

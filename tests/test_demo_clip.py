@@ -41,10 +41,14 @@ def tiny_book(monkeypatch, cache):
     return book
 
 
-def test_texts_name_the_modality_then_the_findings():
-    assert demo_clip.clip_text("CT", "A 12 mm\n  cyst. ") == "CT: A 12 mm cyst."
+def test_captions_are_the_findings_and_prompts_name_the_modality(monkeypatch):
+    assert demo_clip.clip_text("CT", "A 12 mm\n  cyst. ") == "A 12 mm cyst."
+    book = copy.deepcopy(demo_clip.recipes())
+    book["prompts"]["text"] = "{modality}: {findings}"
+    monkeypatch.setattr(demo_clip, "recipes", lambda: book)
     assert demo_clip.clip_text("op", "Normal.") == "fundus photograph: Normal."
     assert demo_clip.clip_text("PET", "Normal.") == "PET: Normal."  # unknown code: as given
+    monkeypatch.undo()
     assert demo_clip.modality_prompt("XR") == "a chest X-ray image"
     names = demo_clip.recipes()["prompts"]["names"]
     assert set(names) == set(demo_clip.MODALITIES)
@@ -142,3 +146,18 @@ def test_a_recipe_change_retrains_on_the_cached_data(tiny_book, monkeypatch):
     assert first.folder.is_dir()  # the old model stays where it was
     with pytest.raises(KeyError, match="unknown demo CLIP"):
         demo_clip.ensure_clip("no-such-clip")
+
+
+def test_hard_negatives_are_rule_edits_of_each_caption_padded_with_minus_one():
+    pairs = demo_clip.PairSet(
+        images=np.zeros((3, 4, 4, 3), np.uint8),
+        findings=["A 12 mm hypoechoic lesion in the left lobe.", "Unremarkable.",
+                  "A 12 mm hypoechoic lesion in the left lobe."],
+        modalities=["US", "US", "US"])
+    texts, table = demo_clip.hard_negatives(pairs, 2, seed=0)
+    assert table.shape == (3, 2)
+    assert (table[1] == -1).all()  # no rule applies to "Unremarkable."
+    assert (table[0] >= 0).all() and (table[0] == table[2]).all()  # one caption, same edits
+    for i in table[0]:
+        assert texts[i] != pairs.findings[0] and len(texts[i].split()) == 9  # one edit each
+    assert demo_clip.hard_negatives(pairs, 0, seed=0)[1].shape == (3, 0)

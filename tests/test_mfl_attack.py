@@ -182,3 +182,45 @@ def test_settings_reject_a_bound_below_one_level():
         AttackSettings(epsilon=0.5 / 255)
     with pytest.raises(ValueError, match="crop_scale"):
         AttackSettings(crop_scale=(0.9, 0.5))
+
+
+def _margin(surrogates, x, targets, truths):
+    """Mean over surrogates of cos(whole image, target) − cos(whole image, truth)."""
+    out = 0.0
+    for s in surrogates:
+        with torch.no_grad():
+            z = s.encode_image(C.resize(x, s.input_size))
+        out = out + ((z * s.encode_text(targets)).sum(-1) - (z * s.encode_text(truths)).sum(-1))
+    return out / len(surrogates)
+
+
+def test_truth_weight_and_global_view_move_the_whole_image_from_truth_to_target(surrogates):
+    """With the true findings pushed away and the whole image among the views, the image as
+    a victim sees it moves toward the target and away from the truth, on the same pixels
+    budget; the mask stays untouched."""
+    u8, x, masks = images(3, size=48)
+    truths = [TEXTS[1], TEXTS[2], TEXTS[0]]
+    settings = AttackSettings(steps=15, epsilon=16 / 255, step_size=2 / 255, lambda_attn=0.0,
+                              truth_weight=1.0, global_view=True)
+    r = run_attack(x, masks, TEXTS, surrogates, settings, device="cpu", truth_texts=truths)
+    before = _margin(surrogates, x, TEXTS, truths)
+    after = _margin(surrogates, r.adversarial, TEXTS, truths)
+    assert (after > before + 0.01).all(), (before, after)
+    assert (r.delta[:, 0][torch.from_numpy(masks)] == 0).all()
+    # the history is the aimed similarity (target − truth), and it rises
+    assert (r.final_similarity > r.similarity_history[0]).all()
+    with pytest.raises(ValueError, match="true findings"):
+        run_attack(x, masks, TEXTS, surrogates, settings, device="cpu")
+
+
+def test_global_view_and_truth_weight_agree_with_the_unbatched_reference(surrogates):
+    _, x, masks = images(2, size=40)
+    settings = AttackSettings(steps=3, squares=2, truth_weight=0.5, global_view=True,
+                              lambda_attn=0.5)
+    truths = TEXTS[1:3]
+    a = run_attack(x, masks, TEXTS[:2], surrogates, settings, device="cpu", truth_texts=truths)
+    b = unbatched_reference(x, masks, TEXTS[:2], surrogates, settings, device="cpu",
+                            truth_texts=truths)
+    # same crops and objective, another resampling op: close, not equal
+    np.testing.assert_allclose(a.loss_history[0], b.loss_history[0], atol=0.01)
+    np.testing.assert_allclose(a.similarity_history[0], b.similarity_history[0], atol=0.01)

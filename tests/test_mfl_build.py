@@ -144,6 +144,7 @@ def test_medfocusleak_rows_keep_the_bound_and_the_mask_on_the_decoded_pngs(built
         assert [v["name"] for v in r["victims"]] == ["zero-shot", "nearest"]
         for v in r["victims"]:
             assert v["answer"] and v["clean_answer"] and v["error"] is None
+            assert isinstance(v["clean_misdirected"], bool)  # the clean answer judged too
 
 
 def test_clean_rows_of_other_modalities_carry_no_chest_concepts(built):
@@ -189,9 +190,15 @@ def test_summary_tables(built):
     tables = {t.title: t for t in built["summary"].configs["medfocusleak"].tables}
     victims = tables["misdirection per victim, modality and method"]
     assert victims.columns[:4] == ["victim", "modality", "method", "n"]
+    assert "clean MTR" in victims.columns
     assert any("MAS" in c and "geometric" in c for c in victims.columns)
     assert {(r[0], r[2]) for r in victims.rows} == {
         (v, m) for v in ("zero-shot", "nearest") for m in ("medfocusleak", "m_attack")}
+    check = {r[0]: r for r in tables["bound and mask, re-measured on the released PNGs"].rows}
+    # method, rows, max L∞, rows over ε, max mask change, rows with the mask changed
+    assert check["medfocusleak"][1] == 3 and 0 < check["medfocusleak"][2] <= 8  # 3 steps of 1/255
+    assert check["medfocusleak"][3:] == [0, 0, 0]
+    assert check["m_attack"][4] > 0 and check["m_attack"][5] > 0  # the baseline touches it
     fid = {r[0]: r for r in tables["fidelity per method (vs the original pixels)"].rows}
     assert fid["medfocusleak"][-1] == 0
     card = (built["release"] / "README.md").read_text()
@@ -231,3 +238,107 @@ def test_a_case_that_raises_fails_alone_naming_itself(setup, tmp_path, monkeypat
     assert {f["id"] for f in failed} == {"dm1.medfocusleak.medfocusleak.0",
                                          "dm1.medfocusleak.m_attack.0"}
     assert all(f["id"] in f["message"] and "colour" in f["message"] for f in failed)
+
+
+def test_fraction_picks_the_same_studies_in_any_batch_and_only_for_named_modalities():
+    """``fraction`` samples studies by a hash of their id: the same choice whatever the
+    batch or order, about the asked share, and modalities it does not name are all kept."""
+    from advbench.attacks.medfocusleak.attack import MedFocusLeak, MedFocusLeakConfig
+    from advbench.concepts.extract import extract
+    from advbench.records import Study
+    from advbench.release.clean import AcceptedStudy
+
+    def study(sid: str, modality: str) -> AcceptedStudy:
+        report = "A 12 mm hypoechoic lesion in the left lobe."
+        s = Study(id=sid, source="t", split="test", subject_id="1", study_id="1", image_id=sid,
+                  view_position="", image_bytes=b"", image_path="", width=1, height=1,
+                  report=report, report_path="", modality=modality, body_part="abdomen")
+        return AcceptedStudy(s, extract(report))
+
+    block = {"surrogates": [{"model": "ViT-B-16", "pretrained": "/nowhere.pt"}],
+             "fraction": {"us": 0.25}, "baseline": False}
+    attack = MedFocusLeak(MedFocusLeakConfig(**block), seed=0)
+    studies = [study(f"u{i}", "US") for i in range(400)] + [study(f"m{i}", "MR")
+                                                             for i in range(20)]
+    chosen = {c.parent_id for c in attack.plan(studies)}
+    us = {s for s in chosen if s.startswith("u")}
+    assert 70 <= len(us) <= 130  # about a quarter of 400
+    assert {f"m{i}" for i in range(20)} <= chosen  # MR is not named: all kept
+    again = set()
+    for part in (studies[::-1][:200], studies[::-1][200:]):  # other batches, other order
+        again |= {c.parent_id for c in attack.plan(part)}
+    assert again == chosen
+    with pytest.raises(ValueError, match="share"):
+        MedFocusLeakConfig(**{**block, "fraction": 0.0})
+
+
+def test_the_decoded_check_counts_rows_over_epsilon_and_with_the_mask_changed():
+    import duckdb
+    import pyarrow as pa
+
+    from advbench.attacks.medfocusleak.release import decoded_check
+    from advbench.images import encode_png
+
+    orig = np.full((8, 8), 100, np.uint8)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:4] = 255
+    ok = orig.copy()
+    ok[6, 6] += 4                      # background, within 4/255
+    over = orig.copy()
+    over[6, 6] += 9                    # background, over ε
+    touched = orig.copy()
+    touched[1, 1] += 2                 # inside the mask
+
+    def row(method, img):
+        return {"method": method, "epsilon": 4 / 255, "image": {"bytes": encode_png(img)},
+                "original_image": {"bytes": encode_png(orig)}, "mask": {"bytes": encode_png(mask)}}
+
+    table = pa.Table.from_pylist([row("medfocusleak", ok), row("medfocusleak", over),
+                                  row("medfocusleak", touched), row("m_attack", touched)])
+    con = duckdb.connect()
+    con.register("t", table)
+    got = {r[0]: r for r in decoded_check(con, "t")}
+    assert got["medfocusleak"] == ["medfocusleak", 3, 9, 1, 2, 1]
+    assert got["m_attack"] == ["m_attack", 1, 2, 0, 2, 1]
+
+
+class _WordSurrogate:
+    """A stand-in with a tokenizer that reads the first ``n`` words (CLIP reads 77 tokens)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def reads_alike(self, a: str, b: str) -> bool:
+        return a.split()[: self.n] == b.split()[: self.n]
+
+
+def test_aim_texts_fall_back_to_the_edited_sentence_when_the_edit_is_past_the_context():
+    from advbench.attacks.medfocusleak.attack import aim_texts
+
+    truth = "Heart size is normal. The mediastinum is unremarkable. Small left pleural effusion."
+    target = truth.replace("left", "right")
+    assert aim_texts(truth, target, [_WordSurrogate(50)]) == (target, truth)  # sees it
+    # past 8 words: the surrogates read the edited sentence on
+    assert aim_texts(truth, target, [_WordSurrogate(8)]) == (
+        "Small right pleural effusion.", "Small left pleural effusion.")
+    # one surrogate that sees it is enough
+    assert aim_texts(truth, target, [_WordSurrogate(2), _WordSurrogate(50)])[0] == target
+    # an edit past the context even within its own sentence: nothing to aim at
+    assert aim_texts(truth, target, [_WordSurrogate(1)]) is None
+
+
+def test_chest_radiograph_findings_are_the_findings_and_impression_only():
+    from advbench.attacks.medfocusleak.attack import findings_of
+    from advbench.records import Study
+
+    report = ("EXAMINATION: CHEST (PA AND LAT)\n\nINDICATION: cough\n\nFINDINGS: Small left "
+              "pleural effusion.\n\nIMPRESSION: Left effusion.")
+
+    def study(modality: str) -> Study:
+        return Study(id="s", source="t", split="test", subject_id="1", study_id="1",
+                     image_id="s", view_position="PA", image_bytes=b"", image_path="",
+                     width=1, height=1, report=report, report_path="", modality=modality,
+                     body_part="chest")
+
+    assert findings_of(study("XR")) == "Small left pleural effusion. Left effusion."
+    assert findings_of(study("CT")) == report  # other modalities: the findings as given

@@ -20,6 +20,7 @@ from advbench.attacks.medfocusleak.targets import (
     LlmRewriter,
     TargetFindings,
     make_targets,
+    rule_targets,
 )
 from advbench.concepts.extract import default_extractor
 from advbench.models.endpoint import ChatClient, EndpointConfig
@@ -384,3 +385,18 @@ def test_llm_xr_targets_go_through_the_concept_check(llm: Scripted):
     out = make_targets(text, "XR", k=2, seed=0, rewriter=llm.rewriter)
     assert out.fallback_reason and "concept check" in out.fallback_reason
     assert [t.text for t in out] == ["No cardiomegaly."]
+
+
+@pytest.mark.parametrize("text,modality,kept", [
+    ("Transverse ultrasound of the liver (curvilinear probe, field depth 15 cm). A 19 mm "
+     "anechoic cyst in the right lobe (6.0 cm from the skin).", "US", "19 mm"),
+    ("Dermoscopy (polarised, 16 mm field) of a pigmented lesion. A 3.6 mm lesion on the calf.",
+     "DMS", "3.6 mm"),
+    ("Axial CT with 5 mm slices. A 2 cm hypodense lesion in the left lobe.", "CT", "2 cm"),
+])
+def test_size_edits_leave_technique_measurements_alone(text, modality, kept):
+    """A field depth, a field of view, a slice thickness or a depth from the skin is not a
+    finding's size: only the finding's own measurement is scaled."""
+    sizes = [e for t in rule_targets(text, modality, 20, seed=0, max_edits=1) for e in t.edits
+             if e.attribute == "size"]
+    assert sizes and {e.from_ for e in sizes} == {kept}

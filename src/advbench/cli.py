@@ -84,6 +84,11 @@ def _run_build(cfg, *, overwrite: bool, prefect: bool):
     return summary
 
 
+def _cell(value: object) -> str:
+    """A summary table cell: rates and means to 3 decimals, the rest as written."""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _print_summary(summary) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -105,13 +110,15 @@ def _print_summary(summary) -> None:
             out.print(t)
         for table in config.tables:
             t = Table(title=f"{name}: {table.title}")
+            cells = [[_cell(v) for v in row] for row in table.rows]
             for i, column in enumerate(table.columns):
-                # the first column names the row (a victim, a kind): never cut it short
-                t.add_column(column, no_wrap=i == 0, min_width=max(
-                    [len(str(r[0])) for r in table.rows] or [0]) if i == 0 else None)
-            for row in table.rows:
-                t.add_row(*(str(v) for v in row))
-            out.print(t)
+                # headers may wrap; cells (a victim's name, a rate) are never cut short
+                widest = max([len(r[i]) for r in cells] or [1])
+                t.add_column(column, min_width=max(widest, min(len(column), 8)))
+            for row in cells:
+                t.add_row(*row)
+            out.print(t, width=max(out.width, sum(c.min_width + 3 for c in t.columns) + 1),
+                      crop=False)
     if summary.credentialed:
         out.print("[yellow]credentialed source data: share this release only in a private or "
                   "gated place[/]")
@@ -125,8 +132,9 @@ def demo(
     studies: Annotated[int, typer.Option(min=1, help="Phantom studies to make.")] = 200,
     prefect: Annotated[bool, typer.Option(help="Run through the Prefect flow.")] = True,
 ) -> None:
-    """Make a phantom MIMIC-CXR-JPG folder and build the demo release from it."""
-    from advbench.demo import demo_config, ensure_phantoms, train_demo_models
+    """Make phantom chest X-rays (MIMIC-CXR-JPG layout) and the other modalities' demo data,
+    train the demo models at first use, and build the demo release from them."""
+    from advbench.demo import demo_config, ensure_modalities, ensure_phantoms, train_demo_models
     from advbench.paths import cache_dir
 
     console = _console()
@@ -134,12 +142,10 @@ def demo(
     if out is None:
         console.print(f"writing under the cache folder {root} (use --out DIR to choose)")
     phantoms = ensure_phantoms(root / "phantoms", studies, console=console)
-    cfg = demo_config(phantoms, root / "releases")
-    for m in train_demo_models(cfg, console):
-        aurocs = ", ".join(f"{c} {v:.3f}" for c, v in m["auroc"].items() if v is not None)
-        console.print(f"demo victim {m['victim']}: held-out label accuracy "
-                      f"{m['label_accuracy']:.3f}, mean AUROC {m['mean_auroc']:.3f} ({aurocs})",
-                      highlight=False)
+    modalities = ensure_modalities(root / "modalities", console=console)
+    cfg = demo_config(phantoms, root / "releases", modalities=modalities)
+    for line in train_demo_models(cfg, console):
+        console.print(line, highlight=False)
     summary = _run_build(cfg, overwrite=True, prefect=prefect)
     _print_summary(summary)
     print(f"load it: datasets.load_dataset({str(summary.path)!r}, 'clean', split='train')")

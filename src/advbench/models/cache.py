@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,8 @@ def train_once(folder: Path, train: Callable[[], Any], *, what: str,
         folder.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(folder.parent / f"{folder.name}.lock"):
             if not done.is_file():
+                for stale in folder.parent.glob(f"{folder.name}.*.tmp"):
+                    shutil.rmtree(stale, ignore_errors=True)  # a killed run's leftovers
                 if log:
                     log(f"training {what} (first use; cached in {folder})")
                 train()

@@ -197,6 +197,16 @@ class Surrogate:
         """
         return self.encode_and_attend(x)[1]
 
+    def reads_alike(self, a: str, b: str) -> bool:
+        """Whether two texts tokenise the same (a difference past the context length is cut
+        off: the model cannot see it)."""
+        import torch
+
+        if self.tokenizer is None:
+            raise ValueError(f"{self.name}: no tokenizer; load it with load_surrogate or pass one")
+        tokens = self.tokenizer([a, b])
+        return bool(torch.equal(tokens[0], tokens[1]))
+
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Texts → L2-normalised B×D float32, no gradient."""
         import torch

@@ -13,8 +13,8 @@ state dict, so it loads like any open_clip model (``TrainedClip.load``); its hel
 are written next to it (``metrics.json``): an untrained surrogate would make every attack
 figure meaningless.
 
-Texts are built by ``clip_text`` (``"<modality name>: <findings>"``), in training and by the
-attack for its target texts, so both speak the same language.
+Captions are the findings text alone (``clip_text``), as the attack's target texts, the
+zero-shot victim's candidates and the retrieval gallery are, so all speak the same language.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import yaml
 from advbench.models.cache import file_lock, spec_hash, train_once
 from advbench.paths import cache_dir
 
-TRAINING_VERSION = 1  # bump when the code changes what a recipe produces (data or training)
+TRAINING_VERSION = 2  # bump when the code changes what a recipe produces (data or training)
 MODALITIES = ("XR", "CT", "MR", "US", "DMS", "MG", "OP", "SM")
 WEIGHTS = "open_clip_model.pt"
 # modality -> (phantom module, generator name, the kind without a finding or None: no pairs)
@@ -67,9 +67,9 @@ def modality_name(modality: str) -> str:
 
 def clip_text(modality: str, findings: str) -> str:
     """The text a demo CLIP pairs with an image of ``modality`` (a code such as ``CT``) whose
-    findings are ``findings``: ``"CT: <findings>"`` with whitespace collapsed. Training uses it
-    for every caption; the attack must use it for its target texts, so that a target differs
-    from the truth only in the edited findings."""
+    findings are ``findings``, by the recipes' template (the findings, whitespace collapsed;
+    ``{modality}`` in the template is the modality's name). Training uses it for every
+    caption and hard negative."""
     template = recipes()["prompts"]["text"]
     return template.format(modality=modality_name(modality), findings=" ".join(findings.split()))
 
@@ -96,10 +96,9 @@ def fit_image(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def report_text(report: Any) -> str:
-    """A chest phantom report's findings and impression as one text."""
-    findings = " ".join(report.findings.split())
-    impression = " ".join(report.impression.split())
-    return f"{findings} Impression: {impression}".strip() if impression else findings
+    """A chest phantom report's findings and impression as one text, as the attack reads a
+    chest radiograph report (``attacks.medfocusleak.attack.findings_of``)."""
+    return " ".join(f"{report.findings} {report.impression}".split())
 
 
 def render_cases(modality: str, seed: int, start: int, stop: int, size: int,
@@ -250,13 +249,52 @@ def recipe_key(name: str) -> tuple[dict[str, Any], str]:
     return spec, spec_hash(spec)
 
 
+def clip_folder(name: str) -> Path:
+    """Where the demo CLIP ``name`` is (or will be) cached: known before it is trained."""
+    _, digest = recipe_key(name)
+    return cache_dir() / "models" / "demo-clip" / f"{name}-{digest}"
+
+
+def open_clip_fields(name: str) -> dict[str, str]:
+    """The ``model``, ``pretrained`` and ``model_config_file`` fields that load the demo CLIP
+    ``name`` through open_clip (a ``ClipSpec`` or encoder config), trained or not yet."""
+    folder = clip_folder(name)
+    return {"model": name, "pretrained": str(folder / WEIGHTS),
+            "model_config_file": str(folder / f"{name}.json")}
+
+
 def ensure_clip(name: str, *, log: Callable[[str], None] | None = None) -> TrainedClip:
     """The demo CLIP ``name``, trained now if its recipe has no cached model."""
-    spec, digest = recipe_key(name)
-    folder = cache_dir() / "models" / "demo-clip" / f"{name}-{digest}"
+    spec, _ = recipe_key(name)
+    folder = clip_folder(name)
     metrics = train_once(folder, lambda: _train(name, spec, folder),
                          what=f"demo CLIP {name}", log=log)
     return TrainedClip(name, folder, folder / f"{name}.json", folder / WEIGHTS, metrics)
+
+
+def gallery_folder(name: str) -> Path:
+    """Where the retrieval gallery embedded by the demo CLIP ``name`` is cached."""
+    return clip_folder(name).with_name(f"gallery-{clip_folder(name).name}")
+
+
+def ensure_gallery(name: str, *, log: Callable[[str], None] | None = None) -> Path:
+    """A retrieval gallery of the demo CLIP ``name``: its training pairs (every modality's
+    phantoms with their findings) embedded by it, so a retrieval victim answers with the
+    findings of the nearest training image. Built once after the model."""
+    from advbench.models.retrieval import OpenClipEncoderSpec, build_gallery
+
+    ensure_clip(name, log=log)
+    out = gallery_folder(name)
+    if (out / "gallery.json").is_file():
+        return out
+    with file_lock(out.with_name(out.name + ".lock")):
+        if not (out / "gallery.json").is_file():
+            if log:
+                log(f"embedding the retrieval gallery of {name} (first use; cached in {out})")
+            train, _ = _data(recipe_key(name)[0]["data"])
+            spec = OpenClipEncoderSpec(**open_clip_fields(name), device="cpu", batch_size=256)
+            build_gallery(spec, list(zip(train.images, train.findings, strict=True)), out)
+    return out
 
 
 def _normalise(x_uint8: Any) -> Any:
@@ -307,12 +345,17 @@ def _train(name: str, spec: dict[str, Any], folder: Path) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(recipe["seed"])
     model = open_clip.create_model(name)  # random initialisation, nothing downloaded
     tokenizer = open_clip.get_tokenizer(name)
-    # captions: every distinct text once, then the modality prompts
+    # captions: every distinct text once, then the modality prompts, then the hard negatives
     captions, caption_of = np.unique(np.asarray(train.texts), return_inverse=True)
     prompts = [modality_prompt(m) for m in MODALITIES]
-    tokens = tokenizer(captions.tolist() + prompts)
     prompt_of = np.asarray([len(captions) + MODALITIES.index(m) for m in train.modalities])
+    negatives, negative_of = hard_negatives(train, recipe.get("hard_negatives", 0),
+                                            recipe["seed"])
+    negative_of = np.where(negative_of >= 0, negative_of + len(captions) + len(prompts), -1)
+    tokens = tokenizer(captions.tolist() + prompts + negatives)
     caption_of, prompt_of = torch.from_numpy(caption_of), torch.from_numpy(prompt_of)
+    negative_of = torch.from_numpy(negative_of)
+    negative_count = (negative_of >= 0).sum(1)
     images = _normalise(torch.from_numpy(train.images))
     if recipe.get("channels_last", True):  # oneDNN convolutions are faster channels-last on CPU
         model = model.to(memory_format=torch.channels_last)
@@ -334,12 +377,21 @@ def _train(name: str, spec: dict[str, Any], folder: Path) -> dict[str, Any]:
             use_prompt = torch.rand(len(idx), generator=gen) < recipe["prompt_rate"]
             cid = torch.where(use_prompt, prompt_of[idx], caption_of[idx])
             unique, col = torch.unique(cid, return_inverse=True)  # each text encoded once
+            # one of each image's hard negatives, at random (none for a prompt caption)
+            pick = (torch.rand(len(idx), generator=gen) * negative_count[idx]).long()
+            neg = negative_of[idx, pick.clamp_max(max(negative_of.shape[1] - 1, 0))] \
+                if negative_of.shape[1] else torch.full((len(idx),), -1)
+            neg = torch.unique(neg[(neg >= 0) & ~use_prompt])
+            neg = neg[~torch.isin(neg, unique)]
             img = model.encode_image(x, normalize=True)
-            txt = model.encode_text(tokens[unique], normalize=True)
-            logits = model.logit_scale.exp() * img @ txt.T  # images × distinct texts
+            txt = model.encode_text(tokens[torch.cat([unique, neg])], normalize=True)
+            # images × (distinct texts, then hard negatives): a negative is a wrong answer for
+            # every image, so only the image→text side sees it
+            logits = model.logit_scale.exp() * img @ txt.T
             hits = F.one_hot(col, len(unique)).float()  # a text may be several images' caption
+            positive = logits[:, :len(unique)].T
             loss = (F.cross_entropy(logits, col)
-                    + F.cross_entropy(logits.T, hits.T / hits.sum(0)[:, None])) / 2
+                    + F.cross_entropy(positive, hits.T / hits.sum(0)[:, None])) / 2
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -362,6 +414,29 @@ def _train(name: str, spec: dict[str, Any], folder: Path) -> dict[str, Any]:
     tmp.replace(folder)
     open_clip.add_model_config(folder / f"{name}.json")  # the registered path must outlive tmp
     return metrics
+
+
+def hard_negatives(pairs: PairSet, per_text: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Up to ``per_text`` rule-edited findings per training pair (MedFocusLeak's target rules,
+    one edit each: laterality, size, severity, presence, ...) as extra wrong texts in the
+    contrastive loss (NegCLIP's hard negatives), so the model learns to tell a finding from
+    its edits, which phantom captions alone teach weakly. Returns the negative texts and a
+    pairs × ``per_text`` table of indices into them (-1 pads)."""
+    from advbench.attacks.medfocusleak.targets import rule_targets
+
+    table = np.full((len(pairs.findings), max(per_text, 0)), -1)
+    texts: dict[str, int] = {}
+    by_caption: dict[tuple[str, str], list[int]] = {}
+    for i, (m, f) in enumerate(zip(pairs.modalities, pairs.findings, strict=True)):
+        if per_text <= 0:
+            break
+        if (m, f) not in by_caption:
+            edited = rule_targets(f, m, per_text, seed=seed, max_edits=1)
+            by_caption[m, f] = [texts.setdefault(clip_text(m, t.text), len(texts))
+                                for t in edited]
+        found = by_caption[m, f]
+        table[i, :len(found)] = found
+    return list(texts), table
 
 
 # -- held-out figures -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ image once per study and victim). A case that raises fails alone, naming itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,6 +75,10 @@ class MedFocusLeakConfig(AttackConfig):
                               description="Splits whose studies are attacked.")
     modalities: list[str] | None = Field(
         default=None, description="Only studies of these modality codes (none: all).")
+    fraction: float | dict[str, float] = Field(
+        default=1.0, description="Share of the wanted studies attacked, chosen by a stable "
+        "hash of the study id (the same in every shard and run): one number, or one per "
+        "modality code (codes not named: all).")
     targets_per_sample: int = Field(default=1, ge=1, le=20,
                                     description="Target findings per study (the paper: 5).")
     max_edits: int = Field(default=2, ge=1, le=4, description="Edits per target at most.")
@@ -104,6 +109,14 @@ class MedFocusLeakConfig(AttackConfig):
         if len(set(v)) != len(v):
             raise ValueError(f"mask_from lists a source twice: {v}")
         return v
+
+    @field_validator("fraction")
+    @classmethod
+    def _share(cls, v: float | dict[str, float]) -> float | dict[str, float]:
+        for key, share in (v.items() if isinstance(v, dict) else [("fraction", v)]):
+            if not 0.0 < share <= 1.0:
+                raise ValueError(f"{key}: a share must be in (0, 1], got {share}")
+        return {k.upper(): x for k, x in v.items()} if isinstance(v, dict) else v
 
     @field_validator("victims")
     @classmethod
@@ -214,8 +227,13 @@ class MedFocusLeak(Attack):
 
     def _wanted(self, s: AcceptedStudy) -> bool:
         mods = self.config.modalities
-        return s.study.split in self.config.splits and (
-            mods is None or s.study.modality.upper() in {m.upper() for m in mods})
+        modality = s.study.modality.upper()
+        if s.study.split not in self.config.splits or (
+                mods is not None and modality not in {m.upper() for m in mods}):
+            return False
+        share = self.config.fraction
+        share = share.get(modality, 1.0) if isinstance(share, dict) else share
+        return share >= 1.0 or stable_seed(self.seed, s.study.id, "fraction") / 2**64 < share
 
     def plan(self, studies: list[AcceptedStudy]) -> list[Case]:
         cases: list[Case] = []
@@ -224,7 +242,7 @@ class MedFocusLeak(Attack):
             if not self._wanted(s):
                 continue
             sid = s.study.id
-            targets = make_targets(s.study.report or "", s.study.modality,
+            targets = make_targets(findings_of(s.study), s.study.modality,
                                    self.config.targets_per_sample,
                                    stable_seed(self.seed, sid, "targets") >> 1,
                                    rewriter=self._llm_rewriter(), max_edits=self.config.max_edits)
@@ -283,6 +301,17 @@ class MedFocusLeak(Attack):
                 yield self._fail(case, "image", p)
             else:
                 ready.append(case)
+        aims: dict[str, tuple[str, str]] = {}
+        for case in list(ready):
+            truth, target = findings_of(case.study.study), case.target["target"].text
+            aim = aim_texts(truth, target, surrogates)
+            if aim is None:
+                ready.remove(case)
+                yield self.reject(case, "plan", "edit_beyond_context",
+                                  f"{case.id}: no surrogate's tokenizer sees the edit (it lies "
+                                  "past their context length, even from its own sentence)")
+            else:
+                aims[case.id] = aim
         adversarial: dict[str, Any] = {}
         for method in self.methods:
             group = [c for c in ready if c.kind == method]
@@ -290,17 +319,18 @@ class MedFocusLeak(Attack):
                 continue
             settings = cfg.attack.model_copy(update={"masked": method == "medfocusleak",
                                                      "seed": self.seed})
-            items = [(prepared[c.parent_id].pixels, prepared[c.parent_id].mask,
-                      c.target["target"].text) for c in group]
+            items = [(prepared[c.parent_id].pixels, prepared[c.parent_id].mask, aims[c.id][0])
+                     for c in group]
+            truths = [aims[c.id][1] for c in group]
             try:
                 done = run_attack_groups(items, surrogates, settings, device=cfg.device,
-                                         batch_size=cfg.batch_size)
+                                         batch_size=cfg.batch_size, truths=truths)
             except Exception:  # noqa: BLE001 (retry alone: only the bad case fails)
                 done = []
-                for item in items:
+                for item, truth in zip(items, truths, strict=True):
                     try:
                         done.append(run_attack_groups([item], surrogates, settings,
-                                                      device=cfg.device)[0])
+                                                      device=cfg.device, truths=[truth])[0])
                     except Exception as exc:  # noqa: BLE001
                         done.append(exc)
             adversarial.update({c.id: d for c, d in zip(group, done, strict=True)})
@@ -412,12 +442,17 @@ class MedFocusLeak(Attack):
             for c, a in zip(ok, answers, strict=True):
                 t: TargetFindings = c.target["target"]
                 study = c.study.study
-                verdict = judge.judge(a.text, study.report, t.text,
+                verdict = judge.judge(a.text, findings_of(study), t.text,
                                       [e.to_dict() for e in t.edits], modality=study.modality)
                 clean_a = clean_answers[c.parent_id]
+                # the same question of the clean image: how often the victim already states
+                # the target without any attack (the floor under MTR)
+                before = judge.judge(clean_a.text, findings_of(study), t.text,
+                                     [e.to_dict() for e in t.edits], modality=study.modality)
                 out["victims"][c.id].append({
                     "name": victim.name, "answer": a.text, "misdirected": verdict.misdirected,
-                    "error": a.error or clean_a.error, "clean_answer": clean_a.text})
+                    "error": a.error or clean_a.error, "clean_answer": clean_a.text,
+                    "clean_misdirected": before.misdirected})
         return out
 
     def _sample(self, case: Case, p: _Prepared, result: Any,
@@ -432,7 +467,7 @@ class MedFocusLeak(Attack):
             id=case.id, parent_id=case.parent_id, config=self.config_name, kind=case.kind,
             split=study.split, modality=study.modality, body_part=study.body_part,
             image=result.adversarial, mask=(p.mask * 255).astype(np.uint8),
-            text={"true_findings": study.report, "target_findings": t.text},
+            text={"true_findings": findings_of(study), "target_findings": t.text},
             fields={
                 "split": study.split,
                 "method": case.kind,
@@ -450,6 +485,38 @@ class MedFocusLeak(Attack):
         )
 
 
+def findings_of(study: Any) -> str:
+    """The findings text a study's targets are made from, and answers judged against: a chest
+    radiograph report's kept sections (FINDINGS and IMPRESSION: not the header, indication or
+    history, which a victim never sees), any other study's findings as given."""
+    report = study.report or ""
+    if not study.is_chest_radiograph:
+        return report
+    from advbench.concepts.extract import default_extractor
+
+    kept = default_extractor().sections(report)
+    return " ".join(" ".join(report[s.start:s.end].split()) for s in kept).strip() or report
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def aim_texts(truth: str, target: str, surrogates: list[Surrogate]) -> tuple[str, str] | None:
+    """(target, truth) as the surrogates should read them: whole, when some surrogate's
+    tokenizer sees the edit; else from the first edited sentence on (CLIP reads 77 tokens, a
+    long report's edit may lie past them); None when even that hides it."""
+    if any(not s.reads_alike(target, truth) for s in surrogates):
+        return target, truth
+    a, b = _SENTENCE_END.split(target), _SENTENCE_END.split(truth)
+    if len(a) == len(b):
+        first = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), None)
+        if first is not None:
+            window = " ".join(a[first:]), " ".join(b[first:])
+            if any(not s.reads_alike(*window) for s in surrogates):
+                return window
+    return None
+
+
 class _NoMask(ValueError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -458,7 +525,7 @@ class _NoMask(ValueError):
 
 def _candidates(case: Case) -> list[str]:
     """What a choosing victim (open-clip) picks from: the truth, this target, the others."""
-    texts = [case.study.study.report, case.target["target"].text,
+    texts = [findings_of(case.study.study), case.target["target"].text,
              *(t.text for t in case.target["all"])]
     return list(dict.fromkeys(x for x in texts if x))
 

@@ -53,6 +53,14 @@ class AttackSettings(BaseModel):
     crop_scale: tuple[float, float] = Field(default=(0.5, 1.0),
                                             description="Area fraction of the square cropped.")
     lambda_attn: float = Field(default=1.0, ge=0)
+    truth_weight: float = Field(
+        default=0.0, ge=0, description="Also push away from the true findings: the aligned "
+        "similarity is sim(target) − w · sim(truth) (0: the paper's pull toward the target "
+        "alone). A target text differs from the truth in a few words, so their embeddings "
+        "are close and pulling toward one pulls toward both.")
+    global_view: bool = Field(
+        default=False, description="Add the whole image, resized as a victim sees it, to "
+        "each step's crops (the paper: crops only). Only unmasked pixels ever change.")
     squares: int = Field(default=10, ge=1, description="k background squares per image.")
     min_square: int = Field(default=8, ge=1, description="Smallest square side (px).")
     target: Literal["text", "image", "both"] = Field(
@@ -80,7 +88,7 @@ class AttackResult:
     adversarial: torch.Tensor  # B×C×H×W float in [0, 1], CPU
     delta: torch.Tensor  # adversarial − clean, B×C×H×W, CPU (quantise with crops.quantise)
     loss_history: np.ndarray  # (steps+1)×B
-    similarity_history: np.ndarray  # (steps+1)×B, mean cosine to the target
+    similarity_history: np.ndarray  # (steps+1)×B, mean cosine to the target (− w × truth)
     seconds: float
     seeds: list[int] = field(default_factory=list)
 
@@ -126,6 +134,19 @@ def target_embeddings(surrogate: Surrogate, texts: Sequence[str],
     return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
+def aim_embeddings(surrogate: Surrogate, target_texts: Sequence[str],
+                   truth_texts: Sequence[str] | None, settings: AttackSettings) -> torch.Tensor:
+    """B×D vectors whose dot product with an image embedding is the similarity the attack
+    raises: the target's embedding, minus ``truth_weight`` × the true findings' one."""
+    aim = target_embeddings(surrogate, target_texts, settings.target)
+    if settings.truth_weight > 0:
+        if truth_texts is None or len(truth_texts) != len(target_texts):
+            raise ValueError("truth_weight > 0 needs the true findings, one per image")
+        aim = aim - settings.truth_weight * target_embeddings(surrogate, truth_texts,
+                                                              settings.target)
+    return aim
+
+
 class _Objective:
     """The joint per-image loss, shared by the batched attack and the reference."""
 
@@ -136,6 +157,7 @@ class _Objective:
         self.surrogates = list(surrogates)
         self.targets = targets
         self.lam = settings.lambda_attn
+        self.global_view = settings.global_view
         use = settings.masked and self.lam > 0 and masks is not None
         self.attend = [use and s.has_attention for s in self.surrogates]
         self.n_attend = sum(self.attend)
@@ -148,7 +170,8 @@ class _Objective:
     def __call__(self, x: torch.Tensor, rois: torch.Tensor, k: int
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image loss and similarity (B each) of the whole batch x (B×C×H×W) on the
-        crops `rois` (B·k roi_align rows, k per image)."""
+        crops `rois` (B·k roi_align rows, k per image), plus the whole image with
+        ``global_view``."""
         import torch
 
         b = x.shape[0]
@@ -156,15 +179,21 @@ class _Objective:
         attn = x.new_zeros(b)
         for i, s in enumerate(self.surrogates):
             crops = C.crop_resize(x, rois, s.input_size)
+            whole = self.global_view or self.attend[i]
+            views = torch.cat([crops, C.resize(x, s.input_size)]) if whole else crops
             if self.attend[i]:
-                z, a = s.encode_and_attend(torch.cat([crops, C.resize(x, s.input_size)]))
-                z, a = z[: b * k], a[b * k:]
+                z, a = s.encode_and_attend(views)
+                a = a[b * k:]
                 fg = self.fg[i]
                 a = a / a.sum((1, 2), keepdim=True).clamp_min(1e-12)  # shares: λ means alike
                 attn = attn + (a * fg).sum((1, 2)) - (a * (1 - fg)).sum((1, 2))
             else:
-                z = s.encode_image(crops)
-            sim = sim + (z.view(b, k, -1) * self.targets[i][:, None]).sum(-1).mean(1)
+                z = s.encode_image(views)
+            per_view = (z[: b * k].view(b, k, -1) * self.targets[i][:, None]).sum(-1)
+            if self.global_view:  # the whole image is one more view
+                per_view = torch.cat([per_view, (z[b * k:] * self.targets[i]).sum(-1)[:, None]],
+                                     dim=1)
+            sim = sim + per_view.mean(1)
         sim = sim / len(self.surrogates)
         loss = -sim + (self.lam * attn / self.n_attend if self.n_attend else 0.0)
         return loss, sim
@@ -174,8 +203,9 @@ class _Objective:
         """The same loss for ONE image, one surrogate call per crop (the reference)."""
         sims, attn = [], 0.0
         for i, s in enumerate(self.surrogates):
-            for box in crops_boxes:
-                z = s.encode_image(C.crop_resize_one(x, box, s.input_size))
+            views = [C.crop_resize_one(x, box, s.input_size) for box in crops_boxes]
+            for view in views + ([C.resize(x, s.input_size)] if self.global_view else []):
+                z = s.encode_image(view)
                 sims.append((z[0] * self.targets[i][row]).sum())
             if self.attend[i]:
                 a = s.attention(C.resize(x, s.input_size))[0]
@@ -244,10 +274,12 @@ def _sync(device: str) -> None:
 def run_attack(images: torch.Tensor, masks: torch.Tensor | np.ndarray | None,
                target_texts: Sequence[str], surrogates: Sequence[Surrogate],
                settings: AttackSettings, *, device: str = "auto",
-               seeds: Sequence[int] | None = None) -> AttackResult:
+               seeds: Sequence[int] | None = None,
+               truth_texts: Sequence[str] | None = None) -> AttackResult:
     """Attack a batch of same-size images (B×C×H×W in [0, 1], C = 1 or 3; masks B×H×W,
     True = diagnostic, kept bit-identical). `seeds` (default settings.seed + index) seed each
-    image's crop stream. Returns float results; quantise with ``crops.quantise``."""
+    image's crop stream; `truth_texts` (the true findings) are needed when
+    ``truth_weight`` > 0. Returns float results; quantise with ``crops.quantise``."""
     import torch
 
     t0 = time.perf_counter()
@@ -261,7 +293,7 @@ def run_attack(images: torch.Tensor, masks: torch.Tensor | np.ndarray | None,
     boxes = C.sample_boxes(squares, seeds, range(settings.steps + 1), k, settings.crop_scale,
                            (h, w))
     rois = C.boxes_to_rois(boxes, dev)
-    targets = [target_embeddings(s, target_texts, settings.target) for s in surrogates]
+    targets = [aim_embeddings(s, target_texts, truth_texts, settings) for s in surrogates]
     objective = _Objective(surrogates, targets, m if settings.masked else None, settings)
     mask = m if settings.masked else None
     eps_q = C.epsilon_pixels(settings.epsilon) / 255.0
@@ -291,7 +323,8 @@ def run_attack(images: torch.Tensor, masks: torch.Tensor | np.ndarray | None,
 def unbatched_reference(images: torch.Tensor, masks: torch.Tensor | np.ndarray | None,
                         target_texts: Sequence[str], surrogates: Sequence[Surrogate],
                         settings: AttackSettings, *, device: str = "auto",
-                        seeds: Sequence[int] | None = None) -> AttackResult:
+                        seeds: Sequence[int] | None = None,
+                        truth_texts: Sequence[str] | None = None) -> AttackResult:
     """The same attack shaped like the released code, for the benchmark only: one image at a
     time, the background-square search redone in Python every iteration, each crop cut by
     slicing and resized alone, one surrogate call per crop (and one per attention map)."""
@@ -303,7 +336,7 @@ def unbatched_reference(images: torch.Tensor, masks: torch.Tensor | np.ndarray |
     b, _, h, w = x0_all.shape
     k = settings.crops_per_step
     eps_q = C.epsilon_pixels(settings.epsilon) / 255.0
-    targets = [target_embeddings(s, target_texts, settings.target) for s in surrogates]
+    targets = [aim_embeddings(s, target_texts, truth_texts, settings) for s in surrogates]
     objective = _Objective(surrogates, targets, m_all if settings.masked else None, settings)
     losses = np.zeros((settings.steps + 1, b))
     sims = np.zeros_like(losses)
@@ -355,16 +388,20 @@ class AttackedImage:
 
 def run_attack_groups(items: Sequence[tuple[np.ndarray, np.ndarray | None, str]],
                       surrogates: Sequence[Surrogate], settings: AttackSettings, *,
-                      device: str = "auto", batch_size: int = 8) -> list[AttackedImage]:
+                      device: str = "auto", batch_size: int = 8,
+                      truths: Sequence[str] | None = None) -> list[AttackedImage]:
     """Attack (uint8 image H×W or H×W×3, mask H×W, target text) items of any sizes: same-shape
     images go together in batches of `batch_size`, nothing is resized (crops are resized to
     the surrogate input). Item i's crops are seeded settings.seed + i, so the grouping does
-    not change any image's result. Returns uint8 results in input order (``crops.quantise``:
-    L∞ <= floor(ε·255) and the mask bit-identical)."""
+    not change any image's result; `truths` are the items' true findings (for
+    ``truth_weight``). Returns uint8 results in input order (``crops.quantise``: L∞ <=
+    floor(ε·255) and the mask bit-identical)."""
     import torch
 
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    if truths is not None and len(truths) != len(items):
+        raise ValueError(f"{len(items)} items but {len(truths)} true findings")
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, (img, _, _) in enumerate(items):
         a = np.asarray(img)
@@ -382,7 +419,8 @@ def run_attack_groups(items: Sequence[tuple[np.ndarray, np.ndarray | None, str]]
                 [np.asarray(items[i][1], bool) for i in chunk])
             res = run_attack(torch.from_numpy(chw.astype(np.float32) / 255.0), masks,
                              [items[i][2] for i in chunk], surrogates, settings, device=device,
-                             seeds=[settings.seed + i for i in chunk])
+                             seeds=[settings.seed + i for i in chunk],
+                             truth_texts=None if truths is None else [truths[i] for i in chunk])
             adv = C.quantise(chw, res.delta, settings.epsilon,
                              None if masks is None else masks[:, None])
             for j, i in enumerate(chunk):

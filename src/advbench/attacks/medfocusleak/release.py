@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 
 METHODS = ("medfocusleak", "m_attack")
 
-VICTIM_COLUMNS = ["victim", "modality", "method", "n", "judged", "MTR", "AvgSim",
-                  "MAS (MTR × AvgSim, the paper's tables)", "MAS (geometric mean, its text)"]
+# MAS both ways: the paper's tables use the product, its text the geometric mean
+VICTIM_COLUMNS = ["victim", "modality", "method", "n", "judged", "MTR", "clean MTR", "AvgSim",
+                  "MAS (MTR × AvgSim)", "MAS (geometric mean)"]
+CHECK_COLUMNS = ["method", "rows", "max L∞ (/255)", "rows over ε", "max mask change (/255)",
+                 "rows with the mask changed"]
 FIDELITY_COLUMNS = ["method", "n", "mean L∞ (/255)", "mean L2", "mean SSIM", "mean PSNR (dB)",
                     "mean AvgSim", "max mask change (/255)"]
 
@@ -67,7 +70,8 @@ class MedFocusLeakRelease(DerivedConfig):
             "mask_change": f32,
             "victims": List({"name": Value("string"), "answer": Value("string"),
                              "misdirected": Value("bool"), "error": Value("string"),
-                             "clean_answer": Value("string")}),
+                             "clean_answer": Value("string"),
+                             "clean_misdirected": Value("bool")}),
             "seed": Value("int64"),
         }
 
@@ -97,12 +101,15 @@ class MedFocusLeakRelease(DerivedConfig):
             SELECT v.name, modality, method, count(*), count(v.misdirected),
                    avg(CASE WHEN v.misdirected THEN 1.0 WHEN v.misdirected IS NULL THEN NULL
                        ELSE 0.0 END),
+                   avg(CASE WHEN v.clean_misdirected THEN 1.0
+                       WHEN v.clean_misdirected IS NULL THEN NULL ELSE 0.0 END),
                    avg(avg_sim)
             FROM (SELECT modality, method, avg_sim, unnest(victims) AS v FROM {rows})
             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""").fetchall()
         victims = []
-        for name, modality, method, n, judged, rate, sim in per_victim:
-            victims.append([name, modality, method, n, judged, _round(rate), _round(sim),
+        for name, modality, method, n, judged, rate, clean, sim in per_victim:
+            victims.append([name, modality, method, n, judged, _round(rate), _round(clean),
+                            _round(sim),
                             _round(mas_product(rate, sim)), _round(mas_geometric(rate, sim))])
         fidelity = con.sql(f"""
             SELECT method, count(*), avg(linf), avg(l2), avg(ssim),
@@ -112,7 +119,39 @@ class MedFocusLeakRelease(DerivedConfig):
         return [
             SummaryTable("misdirection per victim, modality and method", VICTIM_COLUMNS,
                          victims),
+            SummaryTable("bound and mask, re-measured on the released PNGs", CHECK_COLUMNS,
+                         decoded_check(con, rows)),
             SummaryTable("fidelity per method (vs the original pixels)", FIDELITY_COLUMNS,
                          [[m, n, *(_round(x, 3) for x in rest)]
                           for m, n, *rest in fidelity]),
         ]
+
+
+def decoded_check(con: duckdb.DuckDBPyConnection, rows: str) -> list[list[Any]]:
+    """Per method, the bound and the mask measured again on the PNGs as written (``image``
+    against ``original_image``; ``mask`` 255 = diagnostic): what a user who loads the release
+    gets, not what the attack believed it made. A ``medfocusleak`` row must show no change
+    inside its mask and none over ε."""
+    import numpy as np
+
+    from advbench.images import decode_pixels
+
+    result = con.execute(f"""SELECT method, epsilon, image.bytes,
+                             original_image.bytes, mask.bytes FROM {rows}""")
+    stats: dict[str, list[Any]] = {}
+    while batch := result.fetchmany(64):
+        for method, eps, adv, orig, mask in batch:
+            a = np.asarray(decode_pixels(adv)).astype(np.int16)
+            b = np.asarray(decode_pixels(orig)).astype(np.int16)
+            diff = np.abs(a - b)
+            diff = diff.max(axis=2) if diff.ndim == 3 else diff
+            inside = (np.asarray(decode_pixels(mask)) == 255) if mask is not None else None
+            change = int(diff[inside].max()) if inside is not None and inside.any() else 0
+            linf = int(diff.max()) if diff.size else 0
+            row = stats.setdefault(method, [method, 0, 0, 0, 0, 0])
+            row[1] += 1
+            row[2] = max(row[2], linf)
+            row[3] += int(linf > int(np.floor(eps * 255 + 1e-6)))
+            row[4] = max(row[4], change)
+            row[5] += int(change > 0)
+    return [stats[m] for m in sorted(stats)]
