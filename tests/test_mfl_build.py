@@ -243,7 +243,8 @@ def test_a_case_that_raises_fails_alone_naming_itself(setup, tmp_path, monkeypat
 def test_fraction_picks_the_same_studies_in_any_batch_and_only_for_named_modalities():
     """``fraction`` samples studies by a hash of their id: the same choice whatever the
     batch or order, about the asked share, and modalities it does not name are all kept."""
-    from advbench.attacks.medfocusleak.attack import MedFocusLeak, MedFocusLeakConfig
+    from advbench.attacks.medfocusleak.attack import MedFocusLeak
+    from advbench.attacks.medfocusleak.config import MedFocusLeakConfig
     from advbench.concepts.extract import extract
     from advbench.records import Study
     from advbench.release.clean import AcceptedStudy
@@ -313,7 +314,7 @@ class _WordSurrogate:
 
 
 def test_aim_texts_fall_back_to_the_edited_sentence_when_the_edit_is_past_the_context():
-    from advbench.attacks.medfocusleak.attack import aim_texts
+    from advbench.attacks.medfocusleak.texts import aim_texts
 
     truth = "Heart size is normal. The mediastinum is unremarkable. Small left pleural effusion."
     target = truth.replace("left", "right")
@@ -328,7 +329,7 @@ def test_aim_texts_fall_back_to_the_edited_sentence_when_the_edit_is_past_the_co
 
 
 def test_chest_radiograph_findings_are_the_findings_and_impression_only():
-    from advbench.attacks.medfocusleak.attack import findings_of
+    from advbench.attacks.medfocusleak.texts import findings_of
     from advbench.records import Study
 
     report = ("EXAMINATION: CHEST (PA AND LAT)\n\nINDICATION: cough\n\nFINDINGS: Small left "

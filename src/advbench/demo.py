@@ -52,22 +52,29 @@ def write_phantoms(
     return summary
 
 
-def ensure_phantoms(root: Path, studies: int, *, console: Console | None = None) -> Path:
-    """Reuse the cached demo phantoms when they match; otherwise write them afresh."""
-    want = {"studies": studies, "seed": DEMO_SEED, "size": DEMO_SIZE, "reports": "zip",
-            "lateral": True, "advbench": __version__}
+def _reuse(root: Path, want: dict[str, Any], what: str, console: Console | None) -> bool:
+    """True when ``root`` holds the data ``want`` describes (its marker says so); else the
+    folder is removed, to be written afresh."""
     marker = root / PHANTOM_MARKER
     if marker.is_file():
         try:
             if json.loads(marker.read_text("utf-8")) == want:
                 if console:
-                    console.print(f"using cached phantoms in {root}")
-                return root
+                    console.print(f"using cached {what} in {root}")
+                return True
         except json.JSONDecodeError:
             pass
     if root.exists():
         shutil.rmtree(root)
-    write_phantoms(root, studies, seed=DEMO_SEED, size=DEMO_SIZE, console=console)
+    return False
+
+
+def ensure_phantoms(root: Path, studies: int, *, console: Console | None = None) -> Path:
+    """Reuse the cached demo phantoms when they match; otherwise write them afresh."""
+    want = {"studies": studies, "seed": DEMO_SEED, "size": DEMO_SIZE, "reports": "zip",
+            "lateral": True, "advbench": __version__}
+    if not _reuse(root, want, "phantoms", console):
+        write_phantoms(root, studies, seed=DEMO_SEED, size=DEMO_SIZE, console=console)
     return root
 
 
@@ -78,22 +85,12 @@ def ensure_modalities(root: Path, *, console: Console | None = None) -> Path:
     from advbench.phantoms.modalities import write_modality_demo
 
     want = {"seed": DEMO_SEED, "per_modality": DEMO_PER_MODALITY, "advbench": __version__}
-    marker = root / PHANTOM_MARKER
-    if marker.is_file():
-        try:
-            if json.loads(marker.read_text("utf-8")) == want:
-                if console:
-                    console.print(f"using cached modality data in {root}")
-                return root
-        except json.JSONDecodeError:
-            pass
-    if root.exists():
-        shutil.rmtree(root)
-    if console:
-        console.print(f"writing the demo's CT, MR, fundus, histology, ultrasound, dermoscopy "
-                      f"and mammography data to {root}")
-    write_modality_demo(root, seed=DEMO_SEED, per_modality=DEMO_PER_MODALITY)
-    marker.write_text(json.dumps(want, indent=2) + "\n", "utf-8")
+    if not _reuse(root, want, "modality data", console):
+        if console:
+            console.print(f"writing the demo's CT, MR, fundus, histology, ultrasound, "
+                          f"dermoscopy and mammography data to {root}")
+        write_modality_demo(root, seed=DEMO_SEED, per_modality=DEMO_PER_MODALITY)
+        (root / PHANTOM_MARKER).write_text(json.dumps(want, indent=2) + "\n", "utf-8")
     return root
 
 

@@ -59,6 +59,7 @@ def features() -> datasets.Features:
             "modality": text,
             "body_part": text,
             "image": Image(),
+            "mask": Image(),
             "width": Value("int32"),
             "height": Value("int32"),
             "report": text,
@@ -101,6 +102,9 @@ def row(study: Study, result: ConceptResult) -> dict[str, Any]:
         "modality": study.modality,
         "body_part": study.body_part,
         "image": {"bytes": study.image_bytes, "path": f"{study.image_id}{suffix}"},
+        "mask": None if study.mask_bytes is None else {
+            "bytes": study.mask_bytes,
+            "path": f"{study.image_id}-mask{image_suffix(study.mask_bytes) or '.png'}"},
         "width": study.width,
         "height": study.height,
         "report": study.report,
