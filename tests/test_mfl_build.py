@@ -194,6 +194,11 @@ def test_summary_tables(built):
     assert any("MAS" in c and "geometric" in c for c in victims.columns)
     assert {(r[0], r[2]) for r in victims.rows} == {
         (v, m) for v in ("zero-shot", "nearest") for m in ("medfocusleak", "m_attack")}
+    overall = {(r[0], r[2]): r for r in victims.rows if r[1] == "all"}
+    assert set(overall) == {(r[0], r[2]) for r in victims.rows}
+    for (victim, method), r in overall.items():  # "all" counts every row of its method once
+        parts = [p for p in victims.rows if p[0] == victim and p[2] == method and p[1] != "all"]
+        assert r[3] == sum(p[3] for p in parts) == 3
     check = {r[0]: r for r in tables["bound and mask, re-measured on the released PNGs"].rows}
     # method, rows, max L∞, rows over ε, max mask change, rows with the mask changed
     assert check["medfocusleak"][1] == 3 and 0 < check["medfocusleak"][2] <= 8  # 3 steps of 1/255

@@ -400,3 +400,15 @@ def test_size_edits_leave_technique_measurements_alone(text, modality, kept):
     sizes = [e for t in rule_targets(text, modality, 20, seed=0, max_edits=1) for e in t.edits
              if e.attribute == "size"]
     assert sizes and {e.from_ for e in sizes} == {kept}
+
+
+def test_an_edit_is_made_wherever_its_words_occur_so_the_target_agrees_with_itself():
+    text = ("Right mediolateral oblique (MLO) mammogram. A 23 mm oval mass in the central right "
+            "breast. Assessment: BI-RADS 3, probably benign.")
+    flips = [t for t in rule_targets(text, "MG", 20, seed=0, max_edits=1)
+             if [e.attribute for e in t.edits] == ["laterality"]]
+    assert flips
+    for t in flips:  # the view and the breast change together, in their own case
+        assert t.text.startswith("Left mediolateral") and "central left breast" in t.text
+        assert "right" not in t.text.lower()
+        assert len(t.edits) == 1  # one edit, made twice

@@ -37,7 +37,7 @@ import yaml
 from advbench.models.cache import file_lock, spec_hash, train_once
 from advbench.paths import cache_dir
 
-TRAINING_VERSION = 2  # bump when the code changes what a recipe produces (data or training)
+TRAINING_VERSION = 3  # bump when the code changes what a recipe produces (data or training)
 MODALITIES = ("XR", "CT", "MR", "US", "DMS", "MG", "OP", "SM")
 WEIGHTS = "open_clip_model.pt"
 # modality -> (phantom module, generator name, the kind without a finding or None: no pairs)

@@ -97,15 +97,17 @@ class MedFocusLeakRelease(DerivedConfig):
         return own
 
     def summary(self, con: duckdb.DuckDBPyConnection, rows: str) -> list[SummaryTable]:
+        # per modality, then over all modalities ("all": every row counts once)
         per_victim = con.sql(f"""
-            SELECT v.name, modality, method, count(*), count(v.misdirected),
+            SELECT v.name, coalesce(modality, 'all'), method, count(*), count(v.misdirected),
                    avg(CASE WHEN v.misdirected THEN 1.0 WHEN v.misdirected IS NULL THEN NULL
                        ELSE 0.0 END),
                    avg(CASE WHEN v.clean_misdirected THEN 1.0
                        WHEN v.clean_misdirected IS NULL THEN NULL ELSE 0.0 END),
                    avg(avg_sim)
             FROM (SELECT modality, method, avg_sim, unnest(victims) AS v FROM {rows})
-            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""").fetchall()
+            GROUP BY GROUPING SETS ((v.name, modality, method), (v.name, method))
+            ORDER BY 1, grouping(modality), 2, 3""").fetchall()
         victims = []
         for name, modality, method, n, judged, rate, clean, sim in per_victim:
             victims.append([name, modality, method, n, judged, _round(rate), _round(clean),

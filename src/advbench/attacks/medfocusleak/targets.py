@@ -101,6 +101,10 @@ def _concept_check(findings: str, modality: str) -> _ConceptCheck | None:
     return _ConceptCheck(findings, rules.concept_check.uncaptured)
 
 
+def _twin_key(c: Candidate) -> tuple[str, str, str]:
+    return c.attribute, " ".join(c.from_.lower().split()), " ".join(c.to.lower().split())
+
+
 def _apply(text: str, edits: Sequence[Candidate]) -> str:
     for c in sorted(edits, key=lambda c: c.start, reverse=True):
         text = text[:c.start] + c.to + text[c.end:]
@@ -153,9 +157,22 @@ def rule_targets(findings: str, modality: str, k: int, seed: int, *, max_edits: 
         return TargetList(reason="the findings text is empty")
     rules = rules_for(modality)
     found = rules.candidates(findings)
+    # an edit is made wherever its words occur ("Right MLO ... right breast" -> both "left"):
+    # a target that says one thing in one sentence and the opposite in the next is no target
+    twins: dict[tuple[str, str, str], list[Candidate]] = {}
+    for c in found:
+        twins.setdefault(_twin_key(c), []).append(c)
+
+    def everywhere(combo: Sequence[Candidate]) -> list[Candidate] | None:
+        spans = sorted({(t.start, t.end): t for c in combo for t in twins[_twin_key(c)]}.items())
+        if any(a[0][1] > b[0][0] for a, b in zip(spans, spans[1:], strict=False)):
+            return None  # two edits would overlap
+        return [t for _, t in spans]
+
     singles: dict[str, Candidate] = {}  # by resulting text: the first rule to make it names it
     for c in found:
-        text = _apply(findings, [c])
+        spans = everywhere([c])
+        text = _apply(findings, spans) if spans else findings
         if text != findings:
             singles.setdefault(text, c)
     if not singles:
@@ -167,7 +184,10 @@ def rule_targets(findings: str, modality: str, k: int, seed: int, *, max_edits: 
     rejected = 0
     for chosen in _combos(_ordered(list(singles.values()), rng), max_edits, rng):
         combo = sorted(chosen, key=lambda c: c.start)  # edits listed in text order
-        text = _apply(findings, combo)
+        spans = everywhere(combo)
+        if spans is None:
+            continue
+        text = _apply(findings, spans)
         if text in seen:
             continue
         seen.add(text)
