@@ -97,7 +97,7 @@ def fit_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def report_text(report: Any) -> str:
     """A chest phantom report's findings and impression as one text, as the attack reads a
-    chest radiograph report (``attacks.medfocusleak.attack.findings_of``)."""
+    chest radiograph report (``attacks.medfocusleak.texts.findings_of``)."""
     return " ".join(f"{report.findings} {report.impression}".split())
 
 
@@ -274,7 +274,8 @@ def ensure_clip(name: str, *, log: Callable[[str], None] | None = None) -> Train
 
 def gallery_folder(name: str) -> Path:
     """Where the retrieval gallery embedded by the demo CLIP ``name`` is cached."""
-    return clip_folder(name).with_name(f"gallery-{clip_folder(name).name}")
+    folder = clip_folder(name)
+    return folder.with_name(f"gallery-{folder.name}")
 
 
 def ensure_gallery(name: str, *, log: Callable[[str], None] | None = None) -> Path:
@@ -354,6 +355,8 @@ def _train(name: str, spec: dict[str, Any], folder: Path) -> dict[str, Any]:
     negative_of = np.where(negative_of >= 0, negative_of + len(captions) + len(prompts), -1)
     tokens = tokenizer(captions.tolist() + prompts + negatives)
     caption_of, prompt_of = torch.from_numpy(caption_of), torch.from_numpy(prompt_of)
+    if not negative_of.shape[1]:  # no hard negatives: one column of "none"
+        negative_of = np.full((len(negative_of), 1), -1)
     negative_of = torch.from_numpy(negative_of)
     negative_count = (negative_of >= 0).sum(1)
     images = normalise(torch.from_numpy(train.images))
@@ -379,8 +382,7 @@ def _train(name: str, spec: dict[str, Any], folder: Path) -> dict[str, Any]:
             unique, col = torch.unique(cid, return_inverse=True)  # each text encoded once
             # one of each image's hard negatives, at random (none for a prompt caption)
             pick = (torch.rand(len(idx), generator=gen) * negative_count[idx]).long()
-            neg = negative_of[idx, pick.clamp_max(max(negative_of.shape[1] - 1, 0))] \
-                if negative_of.shape[1] else torch.full((len(idx),), -1)
+            neg = negative_of[idx, pick]  # pick < count; count 0: column 0, which is -1
             neg = torch.unique(neg[(neg >= 0) & ~use_prompt])
             neg = neg[~torch.isin(neg, unique)]
             img = model.encode_image(x, normalize=True)
@@ -427,11 +429,11 @@ def hard_negatives(pairs: PairSet, per_text: int, seed: int) -> tuple[list[str],
     from advbench.attacks.medfocusleak.targets import rule_targets
 
     table = np.full((len(pairs.findings), max(per_text, 0)), -1)
+    if per_text <= 0:
+        return [], table
     texts: dict[str, int] = {}
     by_caption: dict[tuple[str, str], list[int]] = {}
     for i, (m, f) in enumerate(zip(pairs.modalities, pairs.findings, strict=True)):
-        if per_text <= 0:
-            break
         if (m, f) not in by_caption:
             edited = rule_targets(f, m, per_text, seed=seed, max_edits=1)
             by_caption[m, f] = [texts.setdefault(clip_text(m, t.text), len(texts))

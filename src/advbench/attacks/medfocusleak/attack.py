@@ -129,7 +129,8 @@ class MedFocusLeak(Attack):
             if not self._wanted(s):
                 continue
             sid = s.study.id
-            targets = make_targets(findings_of(s.study), s.study.modality,
+            truth = findings_of(s.study)
+            targets = make_targets(truth, s.study.modality,
                                    self.config.targets_per_sample,
                                    stable_seed(self.seed, sid, "targets") >> 1,
                                    rewriter=self._llm_rewriter(), max_edits=self.config.max_edits)
@@ -140,7 +141,8 @@ class MedFocusLeak(Attack):
             for n, t in enumerate(targets):
                 for method in self.methods:
                     cases.append(Case(f"{sid}.{name}.{method}.{n}", s, method,
-                                      {"target": t, "n": n, "all": list(targets)}))
+                                      {"target": t, "n": n, "all": list(targets),
+                                       "truth": truth}))
         return cases
 
     def _llm_rewriter(self) -> Any:
@@ -190,8 +192,7 @@ class MedFocusLeak(Attack):
                 ready.append(case)
         aims: dict[str, tuple[str, str]] = {}
         for case in list(ready):
-            truth, target = findings_of(case.study.study), case.target["target"].text
-            aim = aim_texts(truth, target, surrogates)
+            aim = aim_texts(case.target["truth"], case.target["target"].text, surrogates)
             if aim is None:
                 ready.remove(case)
                 yield self.reject(case, "plan", "edit_beyond_context",
@@ -329,12 +330,12 @@ class MedFocusLeak(Attack):
             for c, a in zip(ok, answers, strict=True):
                 t: TargetFindings = c.target["target"]
                 study = c.study.study
-                verdict = judge.judge(a.text, findings_of(study), t.text,
+                verdict = judge.judge(a.text, c.target["truth"], t.text,
                                       [e.to_dict() for e in t.edits], modality=study.modality)
                 clean_a = clean_answers[c.parent_id]
                 # the same question of the clean image: how often the victim already states
                 # the target without any attack (the floor under MTR)
-                before = judge.judge(clean_a.text, findings_of(study), t.text,
+                before = judge.judge(clean_a.text, c.target["truth"], t.text,
                                      [e.to_dict() for e in t.edits], modality=study.modality)
                 out["victims"][c.id].append({
                     "name": victim.name, "answer": a.text, "misdirected": verdict.misdirected,
@@ -354,7 +355,7 @@ class MedFocusLeak(Attack):
             id=case.id, parent_id=case.parent_id, config=self.config_name, kind=case.kind,
             split=study.split, modality=study.modality, body_part=study.body_part,
             image=result.adversarial, mask=(p.mask * 255).astype(np.uint8),
-            text={"true_findings": findings_of(study), "target_findings": t.text},
+            text={"true_findings": case.target["truth"], "target_findings": t.text},
             fields={
                 "split": study.split,
                 "method": case.kind,
@@ -380,7 +381,7 @@ class _NoMask(ValueError):
 
 def _candidates(case: Case) -> list[str]:
     """What a choosing victim (open-clip) picks from: the truth, this target, the others."""
-    texts = [findings_of(case.study.study), case.target["target"].text,
+    texts = [case.target["truth"], case.target["target"].text,
              *(t.text for t in case.target["all"])]
     return list(dict.fromkeys(x for x in texts if x))
 
